@@ -1,0 +1,143 @@
+"""Names -> architectures and pretrained model cards, with aliases and did-you-mean.
+
+Architectures are registered in code (each ``kdzoo/models/*.py`` calls
+:func:`register_architecture` at import). Pretrained checkpoints are data: one
+JSON model card per checkpoint in ``kdzoo/pretrained/``.
+"""
+
+import dataclasses
+import difflib
+import fnmatch
+import functools
+import json
+import os
+from typing import Callable
+
+CARDS_DIR = os.path.join(os.path.dirname(__file__), "pretrained")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """How to build one architecture.
+
+    ``builder(num_classes=..., include_top=..., input_shape=..., pooling=..., **kwargs)``
+    returns a functional ``keras.Model`` following ``kdzoo.models.common``'s conventions.
+    """
+
+    name: str
+    builder: Callable
+    input_size: int
+    num_classes: int
+    family: str
+    description: str
+    channels: int = 3
+    reference_params: int | None = None
+    reference: str | None = None
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(name, builder, *, input_size, num_classes, family,
+                          description, channels=3, reference_params=None,
+                          reference=None):
+    """Add an architecture to the zoo (called by the model modules at import)."""
+    if name in _ARCHITECTURES:
+        raise ValueError(f"Architecture {name!r} is registered twice.")
+    _ARCHITECTURES[name] = Architecture(
+        name=name, builder=builder, input_size=input_size, num_classes=num_classes,
+        family=family, description=description, channels=channels,
+        reference_params=reference_params, reference=reference)
+    return builder
+
+
+def _ensure_models_imported():
+    import kdzoo.models  # noqa: F401  (registers every architecture)
+
+
+def architectures():
+    _ensure_models_imported()
+    return dict(_ARCHITECTURES)
+
+
+REQUIRED_CARD_KEYS = ("name", "architecture", "dataset", "num_classes", "input_size",
+                      "preprocessing", "url", "format", "sha256", "size_bytes",
+                      "top1", "top1_source", "license")
+
+
+@functools.lru_cache(maxsize=None)
+def cards():
+    """``{name: card}`` for every JSON model card shipped in ``kdzoo/pretrained``."""
+    found = {}
+    for fname in sorted(os.listdir(CARDS_DIR)):
+        if not fname.endswith(".json"):
+            continue
+        path = os.path.join(CARDS_DIR, fname)
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+        for card in entries if isinstance(entries, list) else [entries]:
+            missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
+            if missing:
+                raise ValueError(f"Model card {card.get('name')!r} in {path} lacks {missing}.")
+            if card["name"] in found:
+                raise ValueError(f"Model card {card['name']!r} is defined twice ({path}).")
+            card = dict(card, card_file=path)
+            card.setdefault("aliases", [])
+            found[card["name"]] = card
+    return found
+
+
+def aliases():
+    table = {}
+    for card in cards().values():
+        for alias in card["aliases"]:
+            table[alias] = card["name"]
+    return table
+
+
+def all_names():
+    return sorted(set(architectures()) | set(cards()) | set(aliases()))
+
+
+def resolve(name):
+    """Canonical name for ``name`` (an architecture, a checkpoint or an alias)."""
+    if not isinstance(name, str):
+        raise TypeError(f"A model name must be a string, got {type(name).__name__}.")
+    if name in architectures() or name in cards():
+        return name
+    alias_table = aliases()
+    if name in alias_table:
+        return alias_table[name]
+    close = difflib.get_close_matches(name, all_names(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"Unknown model name {name!r}.{hint} kdzoo.list_models() lists every name.")
+
+
+def list_models(pattern=None):
+    """Sorted names of architectures, checkpoints and aliases, filtered by a glob."""
+    names = all_names()
+    if pattern is None:
+        return names
+    return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def model_info(name):
+    """The model card of a checkpoint, or a card-shaped dict for a bare architecture."""
+    name = resolve(name)
+    if name in cards():
+        card = dict(cards()[name])
+        arch = architectures()[card["architecture"]]
+        card.setdefault("family", arch.family)
+        card.setdefault("description", arch.description)
+        return card
+    arch = architectures()[name]
+    return {
+        "name": name, "aliases": [], "architecture": name, "family": arch.family,
+        "description": arch.description, "dataset": None,
+        "num_classes": arch.num_classes, "input_size": arch.input_size,
+        "preprocessing": "raw pixels in [0, 255]; the model rescales them itself",
+        "url": None, "format": None, "sha256": None, "size_bytes": None,
+        "top1": None, "top1_source": None, "license": "Apache-2.0 (kdzoo code)",
+        "checkpoints": sorted(n for n, c in cards().items() if c["architecture"] == name),
+    }
