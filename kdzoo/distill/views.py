@@ -1,0 +1,212 @@
+"""The eight ways of teaching of Beyer et al. 2022 (sec. 3): raw image -> views.
+
+============  =============================================  ======================================
+variant       student view                                   teacher
+============  =============================================  ======================================
+fix/rs        whole image resized                            fixed target: whole image resized
+fix/cc        mild random crop + flip                        fixed target: central crop
+fix/ic_ens    inception crop + flip                          fixed target: mean over ``ensemble_crops``
+                                                             inception crops (+ flips)
+ind/rc        mild random crop + flip                        an independent random crop + flip
+ind/ic        inception crop + flip                          an independent inception crop + flip
+same/rc       mild random crop + flip                        the same box and flip
+same/ic       inception crop + flip                          the same box and flip
+funmatch      inception crop + flip, then batch mixup        the same box, flip and mixup
+============  =============================================  ======================================
+
+(``fix/rs`` is the one variant whose student view carries no randomness: the
+paper's "resize" baseline.)
+
+Boxes are sampled in source pixels and rendered at each model's own size, so
+with ``teacher_image_size != image_size`` the teacher sees the same box at its
+resolution. Random streams are keyed by ``(seed, epoch, image index)``, mixup
+by ``(seed, epoch, step)``: see :mod:`kdzoo.data.augment`.
+
+A per-image call returns a dict: ``{"student": [S, S, C]}`` when the teacher
+shares the student's view at the same size (the teacher then reads
+``"student"``), else also ``"teacher": [T, T, C]``; ``fix/*`` variants return
+``{"student", "index"}`` and the index is later exchanged for the cached
+target.
+"""
+
+import difflib
+
+import tensorflow as tf
+
+from kdzoo.data import augment
+
+VARIANTS = ("fix/rs", "fix/cc", "fix/ic_ens", "ind/rc", "ind/ic", "same/rc", "same/ic",
+            "funmatch")
+FIXED_VARIANTS = ("fix/rs", "fix/cc", "fix/ic_ens")
+
+
+def check_variant(variant):
+    """Return ``variant`` if known, else raise ValueError with a did-you-mean."""
+    if variant in VARIANTS:
+        return variant
+    close = difflib.get_close_matches(str(variant), VARIANTS, n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"Unknown teaching variant {variant!r}.{hint} "
+                     f"Choose one of {', '.join(VARIANTS)}.")
+
+
+def is_fixed(variant):
+    return variant in FIXED_VARIANTS
+
+
+class ViewMaker:
+    """Builds train, target and eval views for one variant. Plain Python, no state.
+
+    Args:
+        variant: one of :data:`VARIANTS`.
+        image_size: side of the student's square view.
+        teacher_image_size: side of the teacher's view (default: ``image_size``).
+        seed: integer seed of every random stream.
+        flip: random horizontal flips on train views (shared when the view is).
+        crop_fraction: side of the ``rc`` / ``cc`` squares as a fraction of the
+            short side (0.875 = resize 256, crop 224).
+        inception_area_range: area fraction range of inception crops.
+        mixup_alpha: Beta(alpha, alpha) mixup ratio (``funmatch``; 1.0 = uniform).
+        ensemble_crops: inception crops averaged per target by ``fix/ic_ens``.
+        eval_crop_fraction: eval views are the central square with this fraction
+            of the short side, resized (1.0: the largest central square).
+    """
+
+    def __init__(self, variant, image_size, teacher_image_size=None, seed=0, flip=True,
+                 crop_fraction=augment.CROP_FRACTION,
+                 inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
+                 ensemble_crops=32, eval_crop_fraction=1.0):
+        self.variant = check_variant(variant)
+        self.image_size = int(image_size)
+        self.teacher_image_size = int(teacher_image_size or image_size)
+        self.seed = int(seed)
+        self.flip = bool(flip)
+        if not 0.0 < crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
+        if not 0.0 < eval_crop_fraction <= 1.0:
+            raise ValueError(f"eval_crop_fraction must be in (0, 1], got {eval_crop_fraction}.")
+        if int(ensemble_crops) < 1:
+            raise ValueError(f"ensemble_crops must be >= 1, got {ensemble_crops}.")
+        self.crop_fraction = float(crop_fraction)
+        self.inception_area_range = tuple(float(a) for a in inception_area_range)
+        self.mixup_alpha = float(mixup_alpha)
+        self.ensemble_crops = int(ensemble_crops)
+        self.eval_crop_fraction = float(eval_crop_fraction)
+
+    # -- properties ----------------------------------------------------------
+    @property
+    def fixed(self):
+        return is_fixed(self.variant)
+
+    @property
+    def shared(self):
+        """Teacher and student see one view (same box, flip and mixup)."""
+        return self.variant.startswith("same/") or self.variant == "funmatch"
+
+    @property
+    def emits_teacher_view(self):
+        return not self.fixed and not (self.shared and
+                                       self.teacher_image_size == self.image_size)
+
+    @property
+    def min_image_size(self):
+        return self.image_size
+
+    # -- boxes ---------------------------------------------------------------
+    def _box(self, kind, image, key):
+        if kind == "ic":
+            return augment.inception_crop_box(image, key, self.inception_area_range)
+        if kind == "rc":
+            return augment.random_crop_box(image, key, self.crop_fraction)
+        if kind == "cc":
+            return augment.central_crop_box(image, self.crop_fraction)
+        return augment.full_box(image)
+
+    def _flip(self, key):
+        if not self.flip:
+            return tf.constant(False)
+        return augment.flip_decision(key)
+
+    def _student_kind(self):
+        return {"fix/rs": "rs", "fix/cc": "rc", "fix/ic_ens": "ic"}.get(
+            self.variant, self.variant.split("/")[-1] if "/" in self.variant else "ic")
+
+    # -- per-image train views -----------------------------------------------
+    def train_views(self, image, index, epoch, return_boxes=False):
+        """Views of one raw image ``[H, W, C]`` for image ``index`` in ``epoch``."""
+        image = augment.check_min_size(image, self.min_image_size)
+        key = augment.make_key(self.seed, epoch, index)
+        s_key = augment.make_key(key, augment.STUDENT_CROP)
+        s_box = self._box(self._student_kind(), image, s_key)
+        s_flip = (tf.constant(False) if self.variant == "fix/rs"
+                  else self._flip(augment.make_key(key, augment.STUDENT_FLIP)))
+        out = {"student": augment.maybe_flip(
+            augment.crop_resize(image, s_box, self.image_size), s_flip)}
+        if return_boxes:
+            out["student_box"] = s_box
+            out["student_flip"] = s_flip
+        if self.fixed:
+            out["index"] = tf.cast(index, tf.int64)
+            return out
+        if self.shared:
+            t_box, t_flip = s_box, s_flip
+        else:  # ind/*: an independent box and flip of the same kind
+            t_box = self._box(self._student_kind(), image,
+                              augment.make_key(key, augment.TEACHER_CROP))
+            t_flip = self._flip(augment.make_key(key, augment.TEACHER_FLIP))
+        if self.emits_teacher_view or return_boxes:
+            out["teacher"] = augment.maybe_flip(
+                augment.crop_resize(image, t_box, self.teacher_image_size), t_flip)
+        if return_boxes:
+            out["teacher_box"] = t_box
+            out["teacher_flip"] = t_flip
+        return out
+
+    def batch_views(self, batch, epoch, step):
+        """Batch-level part of the views: mixup for ``funmatch`` (shared by both)."""
+        if self.variant != "funmatch" or self.mixup_alpha <= 0:
+            return batch
+        key = augment.make_key(augment.make_key(self.seed, augment.MIXUP), epoch, step)
+        images = {k: batch[k] for k in ("student", "teacher") if k in batch}
+        mixed, _ = augment.mixup(images, key, self.mixup_alpha)
+        return dict(batch, **mixed)
+
+    # -- fix/* teacher target views -------------------------------------------
+    def target_views(self, image, index):
+        """The teacher's fixed views of image ``index``: ``[n, T, T, C]``.
+
+        ``n = 1`` for ``fix/rs`` (whole image) and ``fix/cc`` (central crop);
+        ``n = ensemble_crops`` inception crops with flips for ``fix/ic_ens``.
+        Independent of the epoch: computed once, averaged, cached.
+        """
+        image = augment.check_min_size(image, self.min_image_size)
+        size = self.teacher_image_size
+        if self.variant == "fix/rs":
+            return augment.resize(image, size)[None]
+        if self.variant == "fix/cc":
+            return augment.crop_resize(image, augment.central_crop_box(
+                image, self.crop_fraction), size)[None]
+        if self.variant != "fix/ic_ens":
+            raise ValueError(f"Variant {self.variant!r} has no fixed teacher targets.")
+        key = augment.make_key(augment.make_key(self.seed, augment.ENSEMBLE), index)
+
+        def one(k):
+            crop_key = augment.make_key(key, k)
+            box = augment.inception_crop_box(image, crop_key, self.inception_area_range)
+            flip = self._flip(augment.make_key(crop_key, augment.TEACHER_FLIP))
+            return augment.maybe_flip(augment.crop_resize(image, box, size), flip)
+
+        return tf.map_fn(one, tf.range(self.ensemble_crops, dtype=tf.int64),
+                         fn_output_signature=tf.TensorSpec([size, size, None], tf.float32))
+
+    # -- eval ------------------------------------------------------------------
+    def eval_box(self, image):
+        return augment.central_crop_box(image, self.eval_crop_fraction)
+
+    def eval_views(self, image):
+        """Deterministic eval views of one image: central square, resized per model."""
+        box = self.eval_box(image)
+        out = {"student": augment.crop_resize(image, box, self.image_size)}
+        if self.teacher_image_size != self.image_size:
+            out["teacher"] = augment.crop_resize(image, box, self.teacher_image_size)
+        return out

@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="kdzoo",
+    version="0.1.0",
+    description="Knowledge distillation for Keras 3: a model zoo, patient & consistent "
+                "teaching (FunMatch), self distillation, and paper recipes.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["kdzoo", "kdzoo.*"]),
+    package_data={"kdzoo": ["pretrained/*.json", "pretrained/*.weights.h5"]},
+    install_requires=[
+        # TensorFlow itself comes from an extra: [cpu] or [gpu] (see README).
+        "keras>=3.12",
+        "tensorflow-datasets>=4.9.8",
+        "importlib_resources",  # TFDS 4.9.10 imports it when it builds a dataset
+        "absl-py",
+        "numpy",
+        "h5py",
+        "matplotlib",
+    ],
+    extras_require={
+        "cpu": ["tensorflow-cpu>=2.16"],
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        "test": ["pytest"],
+    },
+    license="Apache-2.0",
+)
