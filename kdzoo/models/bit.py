@@ -1,1 +1,103 @@
-"""TEMPORARY placeholder created by the self-distillation helper so kdzoo.models imports; delete if the real bit.py lands."""
+"""BiT ResNet-v2 (Kolesnikov et al. 2020): GroupNorm + weight-standardised convs.
+
+Exactly the layout the published checkpoints need (``kdzoo.convert.bit_npz``
+maps their keys onto these layer names): a 7x7/2 stem conv with no norm, a
+zero-padded 3x3/2 max-pool, pre-activation bottleneck units whose projection
+takes the activated input, the stride on the 3x3 conv of a stage's first unit,
+GroupNorm(32, eps 1e-5), then a final GroupNorm + ReLU + global average pool
+and the ``head``. Inputs are raw pixels in [0, 255]; the ``preprocess`` layer
+maps them to BiT's [-1, 1].
+"""
+
+import keras
+from keras import ops
+
+from kdzoo.models.common import classifier_top, image_input, stage_marker
+from kdzoo.registry import register_architecture
+
+DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+GN_GROUPS = 32
+GN_EPSILON = 1e-5
+WS_EPSILON = 1e-10
+
+
+@keras.saving.register_keras_serializable(package="kdzoo")
+class StandardizedConv2D(keras.layers.Conv2D):
+    """Conv2D whose kernel is standardised over (H, W, in) before every use."""
+
+    def __init__(self, *args, ws_epsilon=WS_EPSILON, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ws_epsilon = ws_epsilon
+
+    def convolution_op(self, inputs, kernel):
+        kernel = ops.cast(kernel, "float32")
+        mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = ops.var(kernel, axis=(0, 1, 2), keepdims=True)
+        kernel = (kernel - mean) / ops.sqrt(var + self.ws_epsilon)
+        return super().convolution_op(inputs, ops.cast(kernel, inputs.dtype))
+
+    def get_config(self):
+        return {**super().get_config(), "ws_epsilon": self.ws_epsilon}
+
+
+def _gn_relu(x, name):
+    x = keras.layers.GroupNormalization(GN_GROUPS, epsilon=GN_EPSILON, name=name + "_gn")(x)
+    return keras.layers.ReLU(name=name + "_relu")(x)
+
+
+def _conv(x, filters, kernel, stride, name):
+    if kernel > 1:  # explicit symmetric padding as in the reference (k // 2 each side)
+        x = keras.layers.ZeroPadding2D(kernel // 2, name=name + "_pad")(x)
+    return StandardizedConv2D(filters, kernel, strides=stride, padding="valid",
+                              use_bias=False, name=name + "_conv")(x)
+
+
+def _unit(x, mid, stride, name):
+    """Pre-activation bottleneck: GN-ReLU-conv1x1, GN-ReLU-conv3x3/s, GN-ReLU-conv1x1."""
+    out = 4 * mid
+    shortcut = x
+    x = _gn_relu(x, name + "_a")
+    if stride != 1 or x.shape[-1] != out:
+        shortcut = _conv(x, out, 1, stride, name + "_a_proj")
+    x = _conv(x, mid, 1, 1, name + "_a")
+    x = _gn_relu(x, name + "_b")
+    x = _conv(x, mid, 3, stride, name + "_b")
+    x = _gn_relu(x, name + "_c")
+    x = _conv(x, out, 1, 1, name + "_c")
+    return keras.layers.Add(name=name + "_add")([x, shortcut])
+
+
+def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224, 224, 3),
+              pooling=None, name=None):
+    """A BiT ResNet-v2 ``R{depth}x{width}``; see the module docstring."""
+    if depth not in DEPTHS:
+        raise ValueError(f"BiT depth must be one of {sorted(DEPTHS)}, got {depth}.")
+    inputs = image_input(input_shape)
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
+    x = _conv(x, 64 * width, 7, 2, "root")
+    x = keras.layers.ZeroPadding2D(1, name="root_pool_pad")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_pool")(x)
+    for b, units in enumerate(DEPTHS[depth], start=1):
+        mid = 64 * width * 2 ** (b - 1)
+        for u in range(1, units + 1):
+            stride = 2 if (u == 1 and b > 1) else 1
+            x = _unit(x, mid, stride, f"block{b}_unit{u:02d}")
+        x = stage_marker(x, b)
+    x = _gn_relu(x, "pre_head")
+    outputs = classifier_top(x, num_classes, include_top, pooling)
+    return keras.Model(inputs, outputs, name=name or f"bit_r{depth}x{width}")
+
+
+def _register(depth, width):
+    def builder(num_classes=1000, include_top=True, input_shape=(224, 224, 3), pooling=None,
+                **kwargs):
+        return build_bit(depth, width, num_classes, include_top, input_shape, pooling, **kwargs)
+
+    register_architecture(
+        f"bit_r{depth}x{width}", builder, input_size=224, num_classes=1000, family="bit",
+        description=f"BiT ResNet-v2 R{depth}x{width} (GroupNorm + weight standardisation)",
+        reference="google-research/big_transfer; timm resnetv2_*_bit (1000-class head)")
+
+
+for _depth, _width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):
+    _register(_depth, _width)
