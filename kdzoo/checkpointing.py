@@ -1,0 +1,130 @@
+"""Checkpoints that survive preemption, and a guard against non-finite losses.
+
+A checkpoint is ``ckpt-EEEEEE.weights.h5`` (model *and* optimizer state) plus
+``state.json`` naming the newest complete one. Both are written to a temporary
+file and renamed, weights first, so a kill at any moment leaves ``state.json``
+pointing at a complete file; the previous checkpoint is kept until the next
+one is complete. Training data must be a pure function of (seed, epoch) for a
+resumed run to see exactly what an uninterrupted run would have seen.
+"""
+
+import json
+import math
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+STATE_FILE = "state.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss becomes NaN or Inf."""
+
+
+def _atomic_write_text(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    """Write JSON atomically (temp file + rename)."""
+    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def read_state(directory):
+    """``{"epoch": E, "weights": file}`` of the newest complete checkpoint, or None."""
+    path = os.path.join(directory, STATE_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    if not os.path.exists(os.path.join(directory, state["weights"])):
+        raise FileNotFoundError(
+            f"{path} names {state['weights']}, which is missing; the checkpoint directory "
+            "was modified by hand. Delete the directory to start afresh.")
+    return state
+
+
+def weights_are_finite(model):
+    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(w))) for w in model.weights
+               if "float" in str(w.dtype))
+
+
+def restore(model, directory):
+    """Load the newest checkpoint into ``model``; returns the epoch to start from (0 if none)."""
+    state = read_state(directory)
+    if state is None:
+        return 0
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(directory, state["weights"]))
+    return int(state["epoch"])
+
+
+class ResumableCheckpoint(keras.callbacks.Callback):
+    """Save model + optimizer every ``every`` epochs, atomically; keep the last ``keep``."""
+
+    def __init__(self, directory, every=1, keep=2):
+        super().__init__()
+        self.directory = directory
+        self.every = max(1, int(every))
+        self.keep = max(2, int(keep))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._completed = epoch + 1
+        if self._completed % self.every == 0:
+            self.save(self._completed)
+
+    def on_train_end(self, logs=None):
+        """The final epoch is always saved, whatever ``every`` is."""
+        done = getattr(self, "_completed", None)
+        state = read_state(self.directory)
+        if done is not None and (state is None or state["epoch"] < done):
+            self.save(done)
+
+    def save(self, epoch):
+        if not weights_are_finite(self.model):
+            raise NonFiniteLossError(
+                f"Weights became NaN/Inf by the end of epoch {epoch}; not overwriting the "
+                f"last good checkpoint in {self.directory}.")
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"ckpt-{epoch:06d}.weights.h5"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".weights.h5")
+        os.close(fd)
+        try:
+            self.model.save_weights(tmp, overwrite=True)
+            os.replace(tmp, os.path.join(self.directory, name))
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        write_json(os.path.join(self.directory, STATE_FILE), {"epoch": epoch, "weights": name})
+        old = sorted(f for f in os.listdir(self.directory)
+                     if f.startswith("ckpt-") and f.endswith(".weights.h5"))
+        for stale in old[:-self.keep]:
+            os.remove(os.path.join(self.directory, stale))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and say which epoch, step and loss went bad."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for key, value in (logs or {}).items():
+            if "loss" in key and value is not None and not math.isfinite(float(value)):
+                raise NonFiniteLossError(
+                    f"Loss {key!r} became {value} at epoch {getattr(self, '_epoch', 0) + 1}, "
+                    f"step {batch + 1}. Lower the learning rate, check the data for NaNs, or "
+                    "enable gradient clipping; the last good checkpoint was kept.")
