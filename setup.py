@@ -19,6 +19,7 @@ setup(
         "numpy",
         "h5py",
         "matplotlib",
+        "tensorboard",  # TensorBoard logs from kdzoo.train (no longer pulled in by TF)
     ],
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],

@@ -68,18 +68,24 @@ def _unit(x, mid, stride, name):
 
 
 def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224, 224, 3),
-              pooling=None, name=None):
-    """A BiT ResNet-v2 ``R{depth}x{width}``; see the module docstring."""
-    if depth not in DEPTHS:
+              pooling=None, name=None, units=None):
+    """A BiT ResNet-v2 ``R{depth}x{width}``; see the module docstring.
+
+    ``units`` (e.g. ``(1, 1, 1, 1)``) overrides the units per block for tiny test
+    models; ``width`` may then be fractional as long as widths stay multiples of 32.
+    """
+    if units is None and depth not in DEPTHS:
         raise ValueError(f"BiT depth must be one of {sorted(DEPTHS)}, got {depth}.")
+    if int(64 * width) % GN_GROUPS:
+        raise ValueError(f"64 * width must be a multiple of {GN_GROUPS} (GroupNorm groups).")
     inputs = image_input(input_shape)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
-    x = _conv(x, 64 * width, 7, 2, "root")
+    x = _conv(x, int(64 * width), 7, 2, "root")
     x = keras.layers.ZeroPadding2D(1, name="root_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_pool")(x)
-    for b, units in enumerate(DEPTHS[depth], start=1):
-        mid = 64 * width * 2 ** (b - 1)
-        for u in range(1, units + 1):
+    for b, count in enumerate(units or DEPTHS[depth], start=1):
+        mid = int(64 * width) * 2 ** (b - 1)
+        for u in range(1, count + 1):
             stride = 2 if (u == 1 and b > 1) else 1
             x = _unit(x, mid, stride, f"block{b}_unit{u:02d}")
         x = stage_marker(x, b)

@@ -1,0 +1,171 @@
+"""The one runner every recipe calls: strategy, models, compile, resumable fit, metrics.
+
+A run lives in a work directory::
+
+    workdir/checkpoints/   ckpt-EEEEEE.weights.h5 + state.json (see kdzoo.checkpointing)
+    workdir/logs/          TensorBoard
+    workdir/config.json    what was run
+    workdir/metrics.json   final minival/test metrics (written last, atomically)
+    workdir/student.keras  the trained student / network, a plain keras.Model
+
+Rerunning the same command after a kill resumes from the last checkpoint; the
+training stream is a pure function of (seed, epoch), so the resumed run sees
+exactly the batches the uninterrupted one would have.
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import keras
+
+from kdzoo import checkpointing
+from kdzoo.distribute import get_strategy
+
+
+def upscale_small_images(dataset, min_side):
+    """Upscale (image, label) examples whose shorter side is below ``min_side``.
+
+    The paper's crops resize to the model's size anyway; this only makes the
+    rare tiny image (and TFDS mock data) usable instead of an error mid-run.
+    """
+    import tensorflow as tf
+
+    def fix(image, label):
+        hw = tf.shape(image)[:2]
+        short = tf.minimum(hw[0], hw[1])
+        scale = tf.maximum(1.0, tf.cast(min_side, tf.float32) / tf.cast(short, tf.float32))
+        size = tf.cast(tf.math.ceil(tf.cast(hw, tf.float32) * scale), tf.int32)
+        resized = tf.image.resize(image, size, method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), image.dtype), label
+
+    return dataset.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def set_precision(mixed_precision):
+    """``None``/``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``."""
+    policy = mixed_precision or "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
+                  validation_data=None, checkpoint_every=1, callbacks=(), verbose="auto"):
+    """``model.fit`` that resumes from ``workdir/checkpoints`` and checkpoints atomically.
+
+    ``make_train(initial_epoch)`` returns the training data from that epoch on
+    (deterministic in the epoch). Returns the number of epochs trained now.
+    """
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    initial_epoch = checkpointing.restore(model, ckpt_dir)
+    if initial_epoch >= epochs:
+        return 0
+    all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
+                     checkpointing.ResumableCheckpoint(ckpt_dir, every=checkpoint_every),
+                     keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+                     *callbacks]
+    model.fit(make_train(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
+              steps_per_epoch=steps_per_epoch, validation_data=validation_data,
+              callbacks=all_callbacks, verbose=verbose)
+    return epochs - initial_epoch
+
+
+def save_model_atomically(model, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@dataclasses.dataclass
+class FunMatchRun:
+    """One FunMatch training run (a recipe fills this in; one grid point = one run).
+
+    ``teacher`` / ``student`` are callables returning Keras models (so recipes
+    choose zoo names, checkpoints or tiny smoke models). ``weight_decay`` is the
+    paper's decoupled wd (see ``kdzoo.distill.optim``).
+    """
+
+    dataset: str
+    teacher: object
+    student: object
+    workdir: str
+    variant: str = "funmatch"
+    temperature: float = 1.0
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    epochs: int = 1
+    batch_size: int = 512
+    warmup_steps: int = 1500
+    image_size: int | None = None
+    teacher_image_size: int | None = None
+    distill_dataset: str | None = None   # out-of-domain: distill on these images
+    data_dir: str | None = None
+    strategy: str = "auto"
+    mixed_precision: str | None = None
+    jit_compile: object = "auto"
+    seed: int = 0
+    checkpoint_every: int = 1
+    steps_per_epoch: int | None = None  # None: one pass over the train split
+    eval_batch_size: int = 256
+    verbose: object = "auto"
+    params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+
+
+def run_funmatch(run):
+    """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
+    from kdzoo.data import get_spec, load_split, num_examples
+    from kdzoo.distill import FunMatchDistiller, paper_optimizer
+
+    spec = get_spec(run.dataset)
+    image_size = run.image_size or spec.input_size
+    set_precision(run.mixed_precision)
+    strategy = get_strategy(run.strategy)
+    os.makedirs(run.workdir, exist_ok=True)
+    checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
+    train_source = run.distill_dataset or run.dataset
+    n_train = num_examples(train_source, "train", run.data_dir)
+    steps = run.steps_per_epoch or max(1, n_train // run.batch_size)
+    total_steps = steps * run.epochs
+    with strategy.scope():
+        distiller = FunMatchDistiller(
+            run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
+            image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed)
+        distiller.compile(
+            optimizer=paper_optimizer(run.lr, total_steps,
+                                      min(run.warmup_steps, total_steps - 1),
+                                      run.weight_decay),
+            jit_compile=run.jit_compile)
+    min_side = max(image_size, run.teacher_image_size or 0)
+    train_images = upscale_small_images(load_split(train_source, "train", run.data_dir), min_side)
+
+    def eval_split(role):
+        images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
+        return distiller.make_eval_dataset(images, run.eval_batch_size)
+
+    minival = eval_split("minival")
+    fit_resumable(distiller,
+                  lambda e: distiller.make_train_dataset(train_images, run.batch_size, e),
+                  workdir=run.workdir, epochs=run.epochs, steps_per_epoch=steps,
+                  checkpoint_every=run.checkpoint_every, verbose=run.verbose)
+    metrics = {"params": run.params, "epochs": run.epochs, "steps_per_epoch": steps,
+               "minival": distiller.evaluate(minival, return_dict=True, verbose=0)}
+    metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
+    save_model_atomically(distiller.student, os.path.join(run.workdir, "student.keras"))
+    checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    return metrics
+
+
+def _describe(run):
+    out = {}
+    for field in dataclasses.fields(run):
+        value = getattr(run, field.name)
+        out[field.name] = value if isinstance(value, (str, int, float, bool, dict, type(None))) \
+            else getattr(value, "__name__", repr(value))
+    return out

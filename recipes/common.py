@@ -1,0 +1,134 @@
+"""Flags and glue shared by every recipe (library code never parses flags; recipes do).
+
+Common flags, same names everywhere: --workdir --data_dir --strategy --epochs
+--batch_size --grid_index --smoke --seed, plus --preset, --grid, --variant,
+--mixed_precision, --xla, --student, --student_init, --distill_dataset.
+"""
+
+import contextlib
+import functools
+import os
+import sys
+
+from absl import flags
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+FLAGS = flags.FLAGS
+
+
+def define_common_flags(default_workdir, presets=None, default_preset=None):
+    flags.DEFINE_string("workdir", default_workdir, "Work directory: checkpoints, TensorBoard "
+                        "logs, metrics.json. Rerunning with the same workdir resumes.")
+    flags.DEFINE_string("data_dir", None, "TFDS data_dir (default: TFDS's own, ~/tensorflow_datasets).")
+    flags.DEFINE_enum("strategy", "auto", ["auto", "default", "one_device", "mirrored",
+                                           "multi_worker", "tpu"],
+                      "tf.distribute strategy; auto = TPU, else multi-worker if TF_CONFIG "
+                      "is set, else mirrored over the GPUs, else default.")
+    flags.DEFINE_integer("epochs", None, "Epochs (default: the preset's).")
+    flags.DEFINE_integer("batch_size", None, "Global batch size, split over replicas "
+                         "(default: the paper's).")
+    flags.DEFINE_integer("grid_index", None, "Run only this point of the hyper-parameter grid "
+                         "(with --grid); default: all points, one after another.")
+    flags.DEFINE_bool("grid", False, "Sweep the paper's grid instead of the preset's values; "
+                      "pick the best point on minival and print a summary table.")
+    flags.DEFINE_bool("smoke", False, "Run the whole path (data, strategy, a few steps, "
+                      "checkpoint, metrics) on tfds.testing.mock_data with tiny models, "
+                      "offline, in seconds.")
+    flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and init.")
+    flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_bfloat16", "mixed_float16"],
+                      "Keras dtype policy (default float32).")
+    flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")
+    if presets:
+        flags.DEFINE_enum("preset", default_preset, sorted(presets),
+                          "The paper's schedule and hyper-parameters: "
+                          + "; ".join(f"{k}: {v}" for k, v in presets.items()))
+
+
+@contextlib.contextmanager
+def maybe_mock_data(smoke, num_examples=16):
+    """Under --smoke, every TFDS dataset is replaced by random data of its real spec."""
+    if not smoke:
+        yield
+        return
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+def tiny_bit(num_classes, input_shape):
+    """A 1-unit-per-block, half-width BiT for --smoke runs."""
+    from kdzoo.models.bit import build_bit
+    return build_bit(50, 0.5, num_classes=num_classes, input_shape=input_shape,
+                     units=(1, 1, 1, 1), name="tiny_bit")
+
+
+def funmatch_main(dataset, teacher_checkpoint, presets, argv):
+    """The body of flowers102/pets/food101/sun397/imagenet recipes."""
+    import kdzoo
+    from kdzoo import grid as grids
+    from kdzoo.data import get_spec
+    from kdzoo.train import FunMatchRun, run_funmatch
+
+    del argv
+    spec = get_spec(dataset)
+    preset = dict(presets[FLAGS.preset])
+    smoke = FLAGS.smoke
+    size = 32 if smoke else preset.get("image_size", spec.input_size)
+    teacher_size = preset.get("teacher_image_size") or None
+    if FLAGS.teacher_image_size:
+        teacher_size = FLAGS.teacher_image_size
+    source = FLAGS.distill_dataset or dataset
+    if smoke:
+        teacher = functools.partial(tiny_bit, spec.num_classes, (teacher_size and 48 or size,) * 2 + (3,))
+        teacher_size = teacher_size and 48
+        student = functools.partial(tiny_bit, spec.num_classes, (size, size, 3))
+    else:
+        teacher = functools.partial(kdzoo.load, FLAGS.teacher or teacher_checkpoint)
+        student = functools.partial(
+            kdzoo.load, FLAGS.student, weights=FLAGS.student_init, num_classes=spec.num_classes,
+            input_shape=(size, size, 3))
+    base = dict(
+        dataset=dataset, teacher=teacher, student=student, variant=FLAGS.variant,
+        temperature=preset["temperature"], lr=preset["lr"], weight_decay=preset["weight_decay"],
+        epochs=FLAGS.epochs or (1 if smoke else preset["epochs"]),
+        batch_size=FLAGS.batch_size or (4 if smoke else preset.get("batch_size", 512)),
+        warmup_steps=2 if smoke else preset.get("warmup_steps", 1500),
+        image_size=size, teacher_image_size=teacher_size,
+        distill_dataset=None if source == dataset else source, data_dir=FLAGS.data_dir,
+        strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
+        jit_compile=FLAGS.xla, seed=FLAGS.seed, steps_per_epoch=2 if smoke else None,
+        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto")
+    with maybe_mock_data(smoke):
+        if not FLAGS.grid:
+            metrics = run_funmatch(FunMatchRun(workdir=FLAGS.workdir, params={
+                k: preset[k] for k in ("lr", "weight_decay", "temperature")}, **base))
+            print(f"minival accuracy {metrics['minival']['accuracy']:.4f}  "
+                  f"test accuracy {metrics['test']['accuracy']:.4f}  "
+                  f"agreement {metrics['test']['agreement']:.4f}")
+            return
+        points = grids.expand_grid(grids.FUNMATCH_GRID)
+        indices = range(len(points)) if FLAGS.grid_index is None else [FLAGS.grid_index]
+        for index in indices:
+            point = grids.grid_point(grids.FUNMATCH_GRID, index)
+            run_funmatch(FunMatchRun(workdir=grids.point_dir(FLAGS.workdir, index),
+                                     params=point, **dict(base, **point)))
+    rows = grids.finished_points(FLAGS.workdir)
+    print(grids.summary_table(rows))
+    best, metrics = grids.best_point(rows)
+    print(f"best on minival: point {best} {metrics['params']}")
+
+
+def define_funmatch_flags(student_default="bit_r50x1"):
+    from kdzoo.distill import VARIANTS
+    flags.DEFINE_enum("variant", "funmatch", list(VARIANTS), "Teaching variant (Beyer et al. 2022, sec. 3).")
+    flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the paper's "
+                        "teacher for this dataset).")
+    flags.DEFINE_integer("teacher_image_size", None, "Teacher resolution of the same crop "
+                         "(e.g. 384 with a 224 student); default: the student's.")
+    flags.DEFINE_string("student", student_default, "Zoo architecture of the student, e.g. "
+                        "bit_r50x1 or mobilenet_v3_large (another family).")
+    flags.DEFINE_string("student_init", None, "Student init: empty for scratch (default), "
+                        "'pretrained' or a checkpoint path (.npz / .weights.h5).")
+    flags.DEFINE_string("distill_dataset", None, "Distill on this dataset's train images "
+                        "(out-of-domain study) and evaluate on the recipe's own dataset.")

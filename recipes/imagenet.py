@@ -1,0 +1,27 @@
+"""FunMatch on ImageNet (Beyer et al. 2022): BiT-M-R152x2 teacher (224 or 384 px) -> R50x1.
+
+    python recipes/imagenet.py --workdir /tmp/imagenet                      # 224 px teacher
+    python recipes/imagenet.py --preset teacher384 --workdir /tmp/in384     # 384 px teacher
+ImageNet needs a manual download: see `kdzoo.data.get_spec("imagenet2012").manual_download`.
+"""
+
+from absl import app
+
+import common
+
+PRESETS = {
+    "default": dict(epochs=1200, lr=3e-2, weight_decay=3e-4, temperature=1, batch_size=4096,
+                    warmup_steps=5000, image_size=224),
+    "teacher384": dict(epochs=1200, lr=3e-2, weight_decay=3e-4, temperature=1, batch_size=4096,
+                       warmup_steps=5000, image_size=224, teacher_image_size=384),
+}
+
+common.define_common_flags("/tmp/kdzoo/imagenet", PRESETS, "default")
+common.define_funmatch_flags()
+
+if __name__ == "__main__":
+    def main(argv):
+        teacher = ("bit_r152x2.funmatch_teacher_in1k_384" if common.FLAGS.preset == "teacher384"
+                   else "bit_r152x2.funmatch_teacher_in1k_224")
+        common.funmatch_main("imagenet2012", teacher, PRESETS, argv)
+    app.run(main)
