@@ -3,7 +3,9 @@
 ``load_split`` is the single reader every kdzoo runner uses, for TFDS datasets
 and for the embedded Fashion-MNIST alike:
 
-* **parallel decode**: images are read still encoded (``tfds.decode.SkipDecoding``)
+* **parallel decode**: only the image and label features are parsed
+  (``tfds.decode.PartialDecoding``: pets' masks and boxes are never read), images
+  are read still encoded (``tfds.decode.SkipDecoding``)
   and decoded by the TFDS image feature in a parallel, order-preserving
   ``map``; TFDS interleaves the record files in parallel.
 * **caching**: decoded images are kept in host memory (``Dataset.cache()``)
@@ -134,7 +136,11 @@ def _read_tfds(spec, split, data_dir, shuffle, seed, input_context, reshuffle):
     try:
         ds = builder.as_dataset(
             split=split, shuffle_files=bool(shuffle), read_config=read_config,
-            decoders={spec.image_key: tfds.decode.SkipDecoding()})
+            # Parse only image + label (pets also stores masks, boxes, ...) and
+            # keep the image encoded until kdzoo's own parallel decode.
+            decoders=tfds.decode.PartialDecoding(
+                {spec.image_key: True, spec.label_key: True},
+                decoders={spec.image_key: tfds.decode.SkipDecoding()}))
     except AssertionError as e:  # TFDS: "could not find data in ..."
         raise _not_found(spec, data_dir, str(e).split(".")[0]) from e
     image_key, label_key = spec.image_key, spec.label_key
