@@ -20,7 +20,7 @@ import tempfile
 import keras
 
 from kdzoo import checkpointing
-from kdzoo.distribute import get_strategy
+from kdzoo.distribute import get_strategy, split_batch
 
 
 def upscale_small_images(dataset, min_side):
@@ -40,6 +40,14 @@ def upscale_small_images(dataset, min_side):
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), image.dtype), label
 
     return dataset.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def seed_everything(seed, deterministic=False):
+    """Seed Python, NumPy and TF/Keras init; optionally make TF ops deterministic."""
+    import tensorflow as tf
+    keras.utils.set_random_seed(int(seed))
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def set_precision(mixed_precision):
@@ -111,8 +119,9 @@ class FunMatchRun:
     mixed_precision: str | None = None
     jit_compile: object = "auto"
     seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
     checkpoint_every: int = 1
-    steps_per_epoch: int | None = None  # None: one pass over the train split
+    num_train_examples: int | None = None  # None: from the dataset's info
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
@@ -126,12 +135,16 @@ def run_funmatch(run):
     spec = get_spec(run.dataset)
     image_size = run.image_size or spec.input_size
     set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
+    split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
     os.makedirs(run.workdir, exist_ok=True)
     checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
     train_source = run.distill_dataset or run.dataset
-    n_train = num_examples(train_source, "train", run.data_dir)
-    steps = run.steps_per_epoch or max(1, n_train // run.batch_size)
+    # One Keras epoch is one pass over the train split: the stream of epoch e is a
+    # pure function of (seed, e), which is what makes resuming exact.
+    n_train = run.num_train_examples or num_examples(train_source, "train", run.data_dir)
+    steps = max(1, n_train // run.batch_size)
     total_steps = steps * run.epochs
     with strategy.scope():
         distiller = FunMatchDistiller(

@@ -15,6 +15,7 @@ from absl import flags
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 FLAGS = flags.FLAGS
+SMOKE_EXAMPLES = 8  # per split under --smoke: two steps of batch 4
 
 
 def define_common_flags(default_workdir, presets=None, default_preset=None):
@@ -38,6 +39,8 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and init.")
     flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_bfloat16", "mixed_float16"],
                       "Keras dtype policy (default float32).")
+    flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (slower): a resumed run "
+                      "then ends bit-identical to an uninterrupted one.")
     flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")
     if presets:
         flags.DEFINE_enum("preset", default_preset, sorted(presets),
@@ -46,7 +49,7 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
 
 
 @contextlib.contextmanager
-def maybe_mock_data(smoke, num_examples=16):
+def maybe_mock_data(smoke, num_examples=SMOKE_EXAMPLES):
     """Under --smoke, every TFDS dataset is replaced by random data of its real spec."""
     if not smoke:
         yield
@@ -97,7 +100,8 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         image_size=size, teacher_image_size=teacher_size,
         distill_dataset=None if source == dataset else source, data_dir=FLAGS.data_dir,
         strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
-        jit_compile=FLAGS.xla, seed=FLAGS.seed, steps_per_epoch=2 if smoke else None,
+        jit_compile=FLAGS.xla, seed=FLAGS.seed, deterministic=FLAGS.deterministic,
+        num_train_examples=SMOKE_EXAMPLES if smoke else None,
         eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto")
     with maybe_mock_data(smoke):
         if not FLAGS.grid:
