@@ -7,6 +7,7 @@ from kdzoo.models import (  # noqa: F401
     cifar_resnext,
     cifar_vgg,
     cifar_wrn,
+    fmnist,
     mobilenet,
 )
 from kdzoo.models.common import stage_names, stage_outputs  # noqa: F401
