@@ -28,7 +28,7 @@ def build_fmnist_cnn(width=32, num_classes=10, include_top=True, input_shape=(28
             stride = 2 if (section, i) == (1, 1) else 1
             x = keras.layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                                     name=prefix)(x)
-            x = keras.layers.BatchNormalization(name=prefix + "_bn")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=prefix + "_bn")(x)
             x = keras.layers.ReLU(name=prefix + "_relu")(x)
         x = stage_marker(x, section)
     outputs = classifier_top(x, num_classes, include_top, pooling)
