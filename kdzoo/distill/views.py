@@ -5,8 +5,9 @@ variant       student view                                   teacher
 ============  =============================================  ======================================
 fix/rs        whole image resized                            fixed target: whole image resized
 fix/cc        mild random crop + flip                        fixed target: central crop
-fix/ic_ens    inception crop + flip                          fixed target: mean over ``ensemble_crops``
-                                                             inception crops (+ flips)
+fix/ic_ens    inception crop + flip                          fixed target: mean over
+                                                             ``ensemble_crops`` inception crops
+                                                             (with flips)
 ind/rc        mild random crop + flip                        an independent random crop + flip
 ind/ic        inception crop + flip                          an independent inception crop + flip
 same/rc       mild random crop + flip                        the same box and flip
@@ -196,8 +197,9 @@ class ViewMaker:
             flip = self._flip(augment.make_key(crop_key, augment.TEACHER_FLIP))
             return augment.maybe_flip(augment.crop_resize(image, box, size), flip)
 
+        spec = tf.TensorSpec([size, size, image.shape[-1]], tf.float32)
         return tf.map_fn(one, tf.range(self.ensemble_crops, dtype=tf.int64),
-                         fn_output_signature=tf.TensorSpec([size, size, None], tf.float32))
+                         fn_output_signature=spec)
 
     # -- eval ------------------------------------------------------------------
     def eval_box(self, image):
