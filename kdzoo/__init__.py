@@ -1,6 +1,7 @@
 """kdzoo: knowledge distillation for Keras 3 — a model zoo, patient & consistent
 teaching (FunMatch), self distillation, and the recipes that reproduce the papers."""
 
+from kdzoo import models  # noqa: F401  (registers architectures and custom layers)
 from kdzoo.registry import list_models, model_info
 from kdzoo.zoo import load
 
