@@ -56,6 +56,7 @@ from keras import ops
 
 from kdzoo.data import augment
 from kdzoo.distill import losses
+from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.views import VARIANTS, ViewMaker, check_variant, is_fixed
 
 __all__ = ["FunMatchDistiller", "VARIANTS"]
@@ -276,7 +277,7 @@ class FunMatchDistiller(keras.Model):
             # Gradients are summed over replicas: average the loss over them.
             scaled = self.optimizer.scale_loss(total / replicas)
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        apply_with_global_clip(self.optimizer, grads, variables)  # clip the whole-batch norm
         self.loss_tracker.update_state(loss)
         self.agreement_tracker.update_state(losses.agreement(logits, targets))
         return {"loss": self.loss_tracker.result(),
