@@ -136,6 +136,30 @@ def test_every_funmatch_recipe_runs_its_smoke_path(recipe, tmp_path):
     assert checkpointing.read_state(str(tmp_path / "checkpoints"))["epoch"] == 1
 
 
+@pytest.mark.parametrize("mode", ["self_distillation", "plain"])
+def test_cifar100_recipe_runs_its_smoke_path(mode, tmp_path):
+    result = subprocess.run(_recipe("cifar100", "--smoke", "--mode", mode, "--workdir",
+                                    str(tmp_path)), env=ENV, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    test = json.load(open(tmp_path / "metrics.json"))["test"]
+    if mode == "plain":
+        assert set(test) >= {"accuracy", "loss"}
+    else:
+        assert {"exit1_top1", "exit2_top1", "exit3_top1", "ensemble_top1"} <= set(test)
+
+
+def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
+    result = subprocess.run(_recipe("pets", "--smoke", "--grid", "--grid_index", "42",
+                                    "--workdir", str(tmp_path)), env=ENV, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["point-042"]
+    config = json.load(open(tmp_path / "point-042" / "config.json"))
+    assert (config["lr"], config["weight_decay"], config["temperature"]) == (3e-3, 1e-4, 5.0)
+    assert "| 42* |" in result.stdout and "best on minival: point 42" in result.stdout
+
+
 def test_recipe_help_explains_every_common_flag():
     result = subprocess.run(_recipe("pets", "--helpfull"), env=ENV, capture_output=True,
                             text=True, timeout=300)
