@@ -18,7 +18,7 @@ test: install data
 	$(PYTHON) -m pytest -q tests
 
 demo: install data
-	$(PYTHON) -m kdzoo.demo
+	$(PYTHON) recipes/fashion_mnist.py --workdir runs/fashion_mnist
 
 table:
 	$(PYTHON) -m kdzoo.cards_table --write README.md

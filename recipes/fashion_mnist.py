@@ -25,6 +25,8 @@ flags.DEFINE_bool("long", False, "The longer comparison: 4x the epochs of every 
 flags.DEFINE_string("seeds", None, "Comma-separated seeds: repeat the whole comparison "
                     "per seed (in <workdir>/seed-N) and report mean and spread.")
 flags.DEFINE_bool("plots", True, "Write PNG plots.")
+flags.DEFINE_bool("export_pretrained", False, "Write the teacher, the FunMatch student and the "
+                  "self-distilled network into kdzoo/pretrained (weights + model cards).")
 FLAGS = flags.FLAGS
 
 TEACHER, STUDENT = "fmnist_cnn_w32", "fmnist_cnn_w16"
@@ -102,6 +104,11 @@ def main(argv):
         if FLAGS.plots:
             for path in report.plot_summary(summary, workdir):
                 print(f"wrote {path}")
+    if FLAGS.export_pretrained:
+        import sys
+        command = "python recipes/fashion_mnist.py " + " ".join(sys.argv[1:])
+        for card in report.export_pretrained(FLAGS.workdir, command):
+            print(f"exported {card['name']}: test top-1 {card['top1']}%")
     if len(seeds) > 1:
         print(report.format_seed_table(summaries, seeds))
         report.write_seed_summary(summaries, seeds, FLAGS.workdir)
