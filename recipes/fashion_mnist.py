@@ -24,6 +24,8 @@ flags.DEFINE_integer("teacher_epochs", 3, "Teacher epochs (demo scale).")
 flags.DEFINE_bool("long", False, "The longer comparison: 4x the epochs of every stage.")
 flags.DEFINE_string("seeds", None, "Comma-separated seeds: repeat the whole comparison "
                     "per seed (in <workdir>/seed-N) and report mean and spread.")
+flags.DEFINE_integer("train_examples", None, "Train on the first N training images only "
+                     "(quick checks; default: all 55,000).")
 flags.DEFINE_bool("plots", True, "Write PNG plots.")
 flags.DEFINE_bool("export_pretrained", False, "Write the teacher, the FunMatch student and the "
                   "self-distilled network into kdzoo/pretrained (weights + model cards).")
@@ -49,7 +51,8 @@ def stages(workdir, seed, scale):
     teacher_path = os.path.join(workdir, "teacher", "model.keras")
     student = lambda: kdzoo.load(STUDENT, weights=None)  # noqa: E731
     common_args = dict(dataset="fashion_mnist", seed=seed, workdir=workdir, batch_size=FLAGS.batch_size or 128,
-                       strategy=FLAGS.strategy, data_dir=FLAGS.data_dir, verbose="auto")
+                       strategy=FLAGS.strategy, data_dir=FLAGS.data_dir, verbose="auto",
+                       num_train_examples=FLAGS.train_examples)
     epochs = FLAGS.epochs or STUDENT_EPOCHS * scale
     supervised = dict(crop="pad", **common_args)  # pad-2 random crop + flip, as for CIFAR
     distill = dict(teacher=lambda: keras.saving.load_model(teacher_path), student=student,
