@@ -1,0 +1,347 @@
+"""Depth-adaptive inference for :class:`kdzoo.distill.self_distill.SelfDistillation`.
+
+* :class:`EarlyExit` runs a batch section by section in graph mode
+  (``tf.function``). After section k the exit-k classifier scores the rows still
+  undecided; rows whose top softmax probability exceeds threshold k are
+  finished there, and only the remaining rows are gathered and passed on to
+  section k+1, so deeper sections really compute fewer images. It counts the
+  rows every section processes.
+* :func:`calibrate_thresholds` picks thresholds on held-out data for a target
+  accuracy or a compute budget, by simulating the exit rule on all exits'
+  logits (exact: the rule only depends on those).
+* :func:`count_flops` / :func:`exit_flops` count FLOPs analytically
+  (2 x multiply-accumulates of Conv2D / DepthwiseConv2D / SeparableConv2D /
+  Dense layers; BN, activations, pooling and additions are not counted).
+* :func:`export_exit` cuts one exit out as a standalone functional
+  ``keras.Model`` that holds only the layers up to that exit; it saves as
+  ``.keras`` and as a SavedModel (``model.export``), and :func:`to_tflite`
+  converts it.
+
+Threshold rule: a row leaves at shallow exit k when ``max softmax > t_k``
+(strictly), so ``t_k = 1.0`` never leaves early and ``t_k = 0.0`` always does.
+The deepest exit takes every row left, so there are ``num_exits - 1`` thresholds.
+"""
+
+import os
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def _macs_of_layer(layer):
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        out = layer.output.shape
+        cin = layer.input.shape[-1]
+        kh, kw = layer.kernel_size
+        depth = out[1] * out[2] * kh * kw * cin * layer.depth_multiplier
+        return depth + out[1] * out[2] * cin * layer.depth_multiplier * layer.filters
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        out = layer.output.shape
+        kh, kw = layer.kernel_size
+        return out[1] * out[2] * kh * kw * layer.input.shape[-1] * layer.depth_multiplier
+    if isinstance(layer, keras.layers.Conv2D):
+        out = layer.output.shape
+        kh, kw = layer.kernel_size
+        cin = layer.input.shape[-1]
+        return out[1] * out[2] * kh * kw * (cin // layer.groups) * layer.filters
+    if isinstance(layer, keras.layers.Dense):
+        shape = layer.input.shape
+        positions = int(np.prod([d for d in shape[1:-1]])) if len(shape) > 2 else 1
+        return positions * shape[-1] * layer.units
+    return 0
+
+
+def count_flops(model):
+    """FLOPs of one image through ``model`` (2 x MACs of conv and dense layers)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_flops(layer)
+        else:
+            total += 2 * int(_macs_of_layer(layer))
+    return total
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def split_sections(model):
+    """``(sections, heads)``: per-section sub-models and per-exit classifier sub-models.
+
+    ``sections[0]`` maps the input image to the first exit's features,
+    ``sections[k]`` maps exit k's features to exit k+1's; ``heads[k]`` maps exit
+    k+1's features to its logits (bottleneck + pool + classifier).
+    """
+    feats = model._exit_feature_tensors
+    logits = model._exit_logit_tensors
+    sections, heads = [], []
+    for k, f in enumerate(feats):
+        source = model.network.inputs if k == 0 else feats[k - 1]
+        try:
+            sections.append(keras.Model(source, f, name=f"section{k + 1}"))
+            heads.append(keras.Model(f, logits[k], name=f"exit{k + 1}_head"))
+        except ValueError as e:
+            raise ValueError(
+                f"Cannot cut the backbone at exit layer {model.exit_names[k]!r}: some "
+                "connection bypasses it (e.g. a skip connection across exits). Early exit "
+                f"needs exits that separate the network into sections. ({e})") from e
+    return sections, heads
+
+
+def exit_flops(model):
+    """FLOPs per image, as a dict.
+
+    ``sections``/``heads``: each section's and each exit classifier's FLOPs;
+    ``to_exit``: cumulative cost of an early-exit run that stops at exit k
+    (sections 1..k and classifiers 1..k); ``full``: the plain backbone
+    (all sections + the deepest classifier, no shallow exits).
+    """
+    sections, heads = split_sections(model)
+    s = [count_flops(m) for m in sections]
+    h = [count_flops(m) for m in heads]
+    to_exit = list(np.cumsum(np.array(s) + np.array(h)).astype(int))
+    return {"sections": s, "heads": h, "to_exit": [int(v) for v in to_exit],
+            "full": int(sum(s) + h[-1])}
+
+
+def validate_thresholds(thresholds, num_exits):
+    """Thresholds as a float list of length ``num_exits - 1``, each in [0, 1]."""
+    try:
+        values = [float(t) for t in np.ravel(np.asarray(thresholds, dtype="float64"))]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"thresholds must be numbers, got {thresholds!r}.") from e
+    if len(values) != num_exits - 1:
+        raise ValueError(
+            f"Expected {num_exits - 1} thresholds (one per shallow exit; the deepest exit "
+            f"takes whatever is left) for {num_exits} exits, got {len(values)}.")
+    bad = [t for t in values if not 0.0 <= t <= 1.0 or np.isnan(t)]
+    if bad:
+        raise ValueError(f"Thresholds must lie in [0, 1]; got {bad} in {values}.")
+    return values
+
+
+class EarlyExit:
+    """Confidence-threshold early exit that skips the deeper sections' compute.
+
+    ``runner = EarlyExit(model, thresholds=[0.9, 0.9, 0.9])``;
+    ``out = runner(images)`` gives tensors ``logits`` [B, classes], ``exit``
+    [B] (1-based exit that answered), ``section_rows`` [num_exits] (rows each
+    section processed). :meth:`predict` and :meth:`evaluate` loop over batches.
+    """
+
+    def __init__(self, model, thresholds):
+        self.model = model
+        self.num_exits = model.num_exits
+        self.sections, self.heads = split_sections(model)
+        self.thresholds = thresholds
+        self.flops = exit_flops(model)
+        self._fn = tf.function(self._run, reduce_retracing=True)
+
+    @property
+    def thresholds(self):
+        return list(self._thresholds)
+
+    @thresholds.setter
+    def thresholds(self, values):
+        self._thresholds = validate_thresholds(values, self.num_exits)
+
+    def _run(self, x, thresholds):
+        batch = tf.shape(x)[0]
+        rows = tf.range(batch)
+        logits_out = tf.zeros([batch, self.model.num_classes], tf.float32)
+        exit_out = tf.fill([batch], self.num_exits)
+        counts = []
+        h = x
+        for k in range(self.num_exits):
+            h = self.sections[k](h, training=False)
+            counts.append(tf.shape(h)[0])
+            z = tf.cast(self.heads[k](h, training=False), tf.float32)
+            if k == self.num_exits - 1:
+                logits_out = tf.tensor_scatter_nd_update(logits_out, rows[:, None], z)
+                break
+            confident = tf.reduce_max(tf.nn.softmax(z, axis=-1), axis=-1) > thresholds[k]
+            done = tf.boolean_mask(rows, confident)[:, None]
+            logits_out = tf.tensor_scatter_nd_update(
+                logits_out, done, tf.boolean_mask(z, confident))
+            exit_out = tf.tensor_scatter_nd_update(
+                exit_out, done, tf.fill(tf.shape(done)[:1], k + 1))
+            keep = tf.logical_not(confident)
+            h = tf.boolean_mask(h, keep)
+            rows = tf.boolean_mask(rows, keep)
+        return logits_out, exit_out, tf.stack(counts)
+
+    def __call__(self, images):
+        images = tf.convert_to_tensor(images)
+        if images.dtype != tf.float32:
+            images = tf.cast(images, tf.float32)
+        logits, exits, rows = self._fn(images, tf.constant(self._thresholds, tf.float32))
+        return {"logits": logits, "exit": exits, "section_rows": rows}
+
+    def predict(self, images, batch_size=256):
+        """Run over ``images`` batch by batch; numpy results plus compute statistics."""
+        n = len(images)
+        if n == 0:
+            raise ValueError("No images given.")
+        logits, exits = [], []
+        rows = np.zeros(self.num_exits, dtype=np.int64)
+        for start in range(0, n, batch_size):
+            out = self(images[start:start + batch_size])
+            logits.append(out["logits"].numpy())
+            exits.append(out["exit"].numpy())
+            rows += out["section_rows"].numpy()
+        exits = np.concatenate(exits)
+        to_exit = np.asarray(self.flops["to_exit"], dtype=np.float64)
+        avg_flops = float(to_exit[exits - 1].mean())
+        return {
+            "logits": np.concatenate(logits),
+            "exit": exits,
+            "section_rows": rows,
+            "avg_sections": float(rows.sum() / n),
+            "exit_fractions": [float(np.mean(exits == k + 1)) for k in range(self.num_exits)],
+            "avg_flops": avg_flops,
+            "flops_fraction": avg_flops / self.flops["full"],
+        }
+
+    def evaluate(self, images, labels, batch_size=256):
+        """:meth:`predict` plus ``accuracy`` and ``images_per_s`` (after one warm-up batch)."""
+        labels = _check_labels(labels, len(images))
+        self(images[:batch_size])  # trace outside the timing
+        start = time.perf_counter()
+        result = self.predict(images, batch_size=batch_size)
+        elapsed = time.perf_counter() - start
+        result["accuracy"] = float(np.mean(result["logits"].argmax(-1) == labels))
+        result["images_per_s"] = len(images) / elapsed
+        return result
+
+
+def _check_labels(labels, n):
+    if labels is None:
+        raise ValueError("Labels are needed (held-out images with their labels).")
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        labels = labels.argmax(-1)
+    labels = labels.reshape(-1).astype(np.int64)
+    if len(labels) != n:
+        raise ValueError(f"{n} images but {len(labels)} labels.")
+    return labels
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def simulate(exit_logits, thresholds):
+    """``(predictions, exit)`` the early-exit rule gives, from every exit's logits.
+
+    ``exit_logits``: list (shallow to deep) of [N, classes] arrays.
+    """
+    thresholds = validate_thresholds(thresholds, len(exit_logits))
+    n = exit_logits[0].shape[0]
+    exits = np.full(n, len(exit_logits), dtype=np.int64)
+    preds = np.asarray(exit_logits[-1]).argmax(-1)
+    undecided = np.ones(n, dtype=bool)
+    for k, (z, t) in enumerate(zip(exit_logits[:-1], thresholds)):
+        conf = _softmax(np.asarray(z, np.float64)).max(-1)
+        leave = undecided & (conf > t)
+        exits[leave] = k + 1
+        preds[leave] = np.asarray(z)[leave].argmax(-1)
+        undecided &= ~leave
+    return preds, exits
+
+
+def _softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
+
+
+def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flops=None,
+                         max_flops_fraction=None, batch_size=256, num_candidates=200):
+    """Pick one shared threshold for all shallow exits on held-out data.
+
+    Give exactly one of ``target_accuracy`` (cheapest thresholds whose accuracy
+    reaches it), ``max_flops`` (average FLOPs per image) or
+    ``max_flops_fraction`` (of the plain backbone's FLOPs) -- for the budgets
+    the most accurate thresholds within it.
+
+    Returns ``{"thresholds", "accuracy", "avg_flops", "flops_fraction",
+    "avg_sections", "met", "table"}``; ``met`` is False when no candidate
+    reaches the target (the most accurate, resp. the cheapest, is returned).
+    """
+    given = [v is not None for v in (target_accuracy, max_flops, max_flops_fraction)]
+    if sum(given) != 1:
+        raise ValueError("Give exactly one of target_accuracy, max_flops or "
+                         "max_flops_fraction.")
+    if target_accuracy is not None and not 0.0 <= target_accuracy <= 1.0:
+        raise ValueError(f"target_accuracy must lie in [0, 1], got {target_accuracy}.")
+    labels = _check_labels(labels, len(images))
+    exit_logits = [np.asarray(z) for z in model.predict(images, batch_size=batch_size,
+                                                         verbose=0)]
+    flops = exit_flops(model)
+    to_exit = np.asarray(flops["to_exit"], dtype=np.float64)
+    conf = np.concatenate([_softmax(z.astype(np.float64)).max(-1) for z in exit_logits[:-1]])
+    candidates = np.unique(np.concatenate([
+        np.quantile(conf, np.linspace(0.0, 1.0, num_candidates)), [0.0, 1.0]]))
+    candidates = candidates[(candidates >= 0.0) & (candidates <= 1.0)]
+    table = []
+    for t in candidates:
+        preds, exits = simulate(exit_logits, [t] * (model.num_exits - 1))
+        table.append({"threshold": float(t), "accuracy": float(np.mean(preds == labels)),
+                      "avg_flops": float(to_exit[exits - 1].mean()),
+                      "avg_sections": float(exits.mean())})
+    if target_accuracy is not None:
+        ok = [r for r in table if r["accuracy"] >= target_accuracy]
+        met = bool(ok)
+        best = (min(ok, key=lambda r: (r["avg_flops"], -r["accuracy"])) if ok
+                else max(table, key=lambda r: (r["accuracy"], -r["avg_flops"])))
+    else:
+        budget = max_flops if max_flops is not None else max_flops_fraction * flops["full"]
+        ok = [r for r in table if r["avg_flops"] <= budget]
+        met = bool(ok)
+        best = (max(ok, key=lambda r: (r["accuracy"], -r["avg_flops"])) if ok
+                else min(table, key=lambda r: r["avg_flops"]))
+    return {"thresholds": [best["threshold"]] * (model.num_exits - 1),
+            "accuracy": best["accuracy"], "avg_flops": best["avg_flops"],
+            "flops_fraction": best["avg_flops"] / flops["full"],
+            "avg_sections": best["avg_sections"], "met": met, "table": table}
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export_exit(model, index, name=None):
+    """Standalone ``keras.Model``: image -> logits of exit ``index`` (1-based).
+
+    It holds only the layers that exit needs (the sections up to it and its
+    classifier), shares their weights with ``model``, and saves as ``.keras``
+    or as a SavedModel (``exported.export(path)``).
+    """
+    if not isinstance(index, (int, np.integer)) or not 1 <= index <= model.num_exits:
+        raise ValueError(f"Exit index must be an int in [1, {model.num_exits}] (1-based), "
+                         f"got {index!r}.")
+    index = int(index)
+    inputs = model.network.inputs
+    inputs = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(inputs, model._exit_logit_tensors[index - 1],
+                       name=name or f"{model.backbone.name}_exit{index}")
+
+
+def to_tflite(keras_model, saved_model_dir=None, optimizations=None):
+    """TFLite flatbuffer bytes of ``keras_model``, via a SavedModel export."""
+    cleanup = None
+    if saved_model_dir is None:
+        cleanup = tempfile.TemporaryDirectory()
+        saved_model_dir = os.path.join(cleanup.name, "saved_model")
+    try:
+        keras_model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        if optimizations:
+            converter.optimizations = list(optimizations)
+        return converter.convert()
+    finally:
+        if cleanup is not None:
+            cleanup.cleanup()

@@ -1,0 +1,333 @@
+"""kdzoo.SelfDistillation, exit ensembles and depth-adaptive inference."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+
+from kdzoo.distill import early_exit as ee
+from kdzoo.distill.self_distill import SelfDistillation, self_distillation_terms
+from kdzoo.registry import architectures
+
+
+def tiny_backbone(num_classes=10, channels=3, base_width=4):
+    # kdzoo.load("cifar_resnet18", ...) once kdzoo.load exists.
+    return architectures()["cifar_resnet18"].builder(
+        num_classes=num_classes, include_top=True, input_shape=(32, 32, channels),
+        pooling=None, base_width=base_width)
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return SelfDistillation(tiny_backbone(), num_classes=10)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.RandomState(0).randint(0, 256, (48, 32, 32, 3)).astype("float32")
+
+
+# ----------------------------------------------------------------- numpy references
+
+def np_log_softmax(z):
+    z = z - z.max(-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+def np_ce(labels, z):
+    return -np_log_softmax(z)[np.arange(len(labels)), labels].mean()
+
+
+def np_kl(teacher, student, t):
+    p = np.exp(np_log_softmax(teacher / t))
+    return (t ** 2) * (p * (np.log(p) - np_log_softmax(student / t))).sum(-1).mean()
+
+
+# ----------------------------------------------------------------- loss terms
+
+def test_loss_terms_match_numpy():
+    rng = np.random.RandomState(1)
+    labels = np.array([0, 2, 1, 2])
+    logits = [rng.randn(4, 3) * 2 for _ in range(3)]
+    feats = [rng.randn(4, 2, 2, 5) for _ in range(2)]
+    deep = rng.randn(4, 2, 2, 5)
+    alpha, t, lam = 0.3, 3.0, 0.03
+    terms = self_distillation_terms(
+        labels, [tf.constant(z, tf.float32) for z in logits],
+        [tf.constant(f, tf.float32) for f in feats], tf.constant(deep, tf.float32),
+        alpha=alpha, temperature=t, feature_weight=lam)
+    ce = np_ce(labels, logits[2]) + sum((1 - alpha) * np_ce(labels, z) for z in logits[:2])
+    kl = sum(alpha * np_kl(logits[2], z, t) for z in logits[:2])
+    hint = sum(lam * np.mean((f - deep) ** 2) for f in feats)
+    np.testing.assert_allclose(float(terms["ce"]), ce, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["kl"]), kl, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["hint"]), hint, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["loss"]), ce + kl + hint, rtol=1e-5)
+    assert kl > 0 and hint > 0
+
+    ds = self_distillation_terms(
+        labels, [tf.constant(z, tf.float32) for z in logits],
+        [tf.constant(f, tf.float32) for f in feats], tf.constant(deep, tf.float32),
+        mode="deep_supervision")
+    np.testing.assert_allclose(float(ds["loss"]), sum(np_ce(labels, z) for z in logits),
+                               rtol=1e-5)
+    assert float(ds["kl"]) == 0 and float(ds["hint"]) == 0
+
+    one_hot = np.eye(3)[labels]
+    oh = self_distillation_terms(
+        one_hot, [tf.constant(z, tf.float32) for z in logits],
+        [tf.constant(f, tf.float32) for f in feats], tf.constant(deep, tf.float32),
+        alpha=alpha, temperature=t, feature_weight=lam)
+    np.testing.assert_allclose(float(oh["loss"]), ce + kl + hint, rtol=1e-5)
+
+
+def test_hint_target_and_teacher_get_no_gradient():
+    rng = np.random.RandomState(2)
+    shallow = [tf.Variable(rng.randn(3, 4), dtype=tf.float32)]
+    teacher = tf.Variable(rng.randn(3, 4), dtype=tf.float32)
+    feat = [tf.Variable(rng.randn(3, 2, 2, 6), dtype=tf.float32)]
+    deep = tf.Variable(rng.randn(3, 2, 2, 6), dtype=tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        terms = self_distillation_terms([0, 1, 2], shallow + [teacher], feat, deep)
+    g_deep, g_feat = tape.gradient(terms["hint"], [deep, feat[0]])
+    assert g_deep is None or not np.any(g_deep.numpy())
+    assert np.any(g_feat.numpy())
+    g_teacher, g_student = tape.gradient(terms["kl"], [teacher, shallow[0]])
+    assert g_teacher is None or not np.any(g_teacher.numpy())
+    assert np.any(g_student.numpy())
+
+
+def test_hint_does_not_train_the_deepest_section(model, images):
+    # Variables of the last section (block4_*) only see the hint through its target.
+    deep_vars = [v for layer in model.backbone.layers if layer.name.startswith("block4_")
+                 for v in layer.trainable_variables]
+    exit1_vars = model.network.get_layer("exit1_bottleneck_expand").trainable_variables
+    assert deep_vars and exit1_vars
+    with tf.GradientTape(persistent=True) as tape:
+        logits, feats, deep = model.forward_with_features(images[:8], training=False)
+        terms = model.compute_terms(np.arange(8) % 10, logits, feats, deep)
+    for g in tape.gradient(terms["hint"], deep_vars):
+        assert g is None or not np.any(g.numpy())
+    assert any(np.any(g.numpy()) for g in tape.gradient(terms["hint"], exit1_vars))
+    # ... while the CE of the deepest exit does reach them.
+    assert any(g is not None and np.any(g.numpy())
+               for g in tape.gradient(terms["ce"], deep_vars))
+
+
+# ----------------------------------------------------------------- model
+
+def test_exits_shapes_and_ensemble_metric(model, images):
+    assert model.exit_names == ["stage1", "stage2", "stage3", "stage4"]
+    logits, feats, deep = model.forward_with_features(images[:4])
+    assert [tuple(z.shape) for z in logits] == [(4, 10)] * 4
+    assert all(tuple(f.shape) == tuple(deep.shape) == (4, 4, 4, 32) for f in feats)
+    labels = np.random.RandomState(3).randint(0, 10, len(images))
+    model.compile(optimizer="adam")
+    result = model.evaluate(images, labels, batch_size=16, verbose=0, return_dict=True)
+    outs = [np.asarray(z) for z in model.predict(images, batch_size=16, verbose=0)]
+    for i, z in enumerate(outs, start=1):
+        assert result[f"exit{i}_top1"] == pytest.approx(np.mean(z.argmax(-1) == labels))
+    ensemble = np.mean(outs, axis=0)
+    assert result["ensemble_top1"] == pytest.approx(np.mean(ensemble.argmax(-1) == labels))
+    np.testing.assert_allclose(SelfDistillation.ensemble(outs), ensemble, rtol=1e-6)
+    for key in ("loss", "ce", "kl", "hint"):
+        assert key in result
+
+
+def test_fit_updates_weights_and_keras_round_trip(tmp_path, images):
+    keras.utils.set_random_seed(1)
+    m = SelfDistillation(tiny_backbone(), num_classes=10, alpha=0.5, temperature=2.0,
+                         feature_weight=0.1, mode="deep_supervision")
+    assert [x.name for x in m.metrics][:2] == ["loss", "ce"]
+    labels = np.random.RandomState(4).randint(0, 10, len(images))
+    m.compile(optimizer=keras.optimizers.SGD(0.05))
+    before = [w.numpy().copy() for w in m.trainable_weights]
+    history = m.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    assert "ensemble_top1" in history.history and "kl" not in history.history
+    assert all(np.any(a != w.numpy()) for a, w in zip(before, m.trainable_weights)
+               if a.size > 1 and w.name == "kernel")
+    path = str(tmp_path / "sd.keras")
+    m.save(path)
+    again = keras.models.load_model(path)
+    assert isinstance(again, SelfDistillation)
+    assert (again.mode, again.alpha, again.temperature, again.feature_weight) == (
+        "deep_supervision", 0.5, 2.0, 0.1)
+    for a, b in zip(m.predict(images[:8], verbose=0), again.predict(images[:8], verbose=0)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_learns_fashion_mnist():
+    from kdzoo.data import fashion_mnist
+    try:
+        x_train, y_train = fashion_mnist.load("train")
+        x_test, y_test = fashion_mnist.load("test")
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+    pad = ((0, 0), (2, 2), (2, 2), (0, 0))
+    x_train = np.pad(x_train[:3072], pad).astype("float32")
+    x_test = np.pad(x_test[:1000], pad).astype("float32")
+    keras.utils.set_random_seed(0)
+    m = SelfDistillation(tiny_backbone(channels=1, base_width=8), num_classes=10)
+    m.compile(optimizer=keras.optimizers.Adam(3e-3))
+    m.fit(x_train, y_train[:3072], batch_size=64, epochs=1, verbose=0, shuffle=False)
+    result = m.evaluate(x_test, y_test[:1000], batch_size=250, verbose=0, return_dict=True)
+    # chance is 0.10; one 3k-image epoch gives ~0.58-0.76 per exit, ~0.75 ensemble
+    for i in range(1, 5):
+        assert result[f"exit{i}_top1"] > 0.4, result
+    assert result["ensemble_top1"] > 0.6, result
+
+
+def test_contract_with_kdzoo_load():
+    import kdzoo
+    backbone = kdzoo.load("cifar_resnet18", weights=None, num_classes=100)
+    m = kdzoo.SelfDistillation(backbone, num_classes=100, exits=None, alpha=0.3,
+                               temperature=3.0, feature_weight=0.03, mode="self_distillation")
+    assert m.exit_names == ["stage1", "stage2", "stage3", "stage4"]
+    assert [tuple(t.shape) for t in m.network.outputs] == (
+        [(None, 100)] * 4 + [(None, 4, 4, 512)] * 4)
+    assert m.network.outputs[3] is backbone.output  # the deepest exit is the backbone's head
+    keras.backend.clear_session()
+
+
+def test_keras_applications_backbone_by_layer_names():
+    backbone = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3),
+                                           classes=10)
+    exits = ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
+    m = SelfDistillation(backbone, num_classes=10, exits=exits, bottleneck_ratio=16)
+    logits = m(np.zeros((1, 64, 64, 3), "float32"))
+    assert len(logits) == 4 and all(tuple(z.shape) == (1, 10) for z in logits)
+    assert m.network.get_layer("exit4_classifier").units == 10
+
+
+# ----------------------------------------------------------------- bad input
+
+def test_bad_input_errors(model, images):
+    with pytest.raises(ValueError, match="Did you mean 'stage2'"):
+        SelfDistillation(model.backbone, num_classes=10, exits=["stage1", "stag2"])
+    with pytest.raises(ValueError, match="num_classes mismatch"):
+        SelfDistillation(model.backbone, num_classes=100)
+    with pytest.raises(ValueError, match="mode"):
+        SelfDistillation(model.backbone, num_classes=10, mode="distill")
+    with pytest.raises(ValueError, match="no stage-output layers"):
+        SelfDistillation(keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3),
+                                                        alpha=0.35), num_classes=10)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        ee.EarlyExit(model, [0.5, 1.5, 0.5])
+    with pytest.raises(ValueError, match="Expected 3 thresholds"):
+        ee.EarlyExit(model, [0.5, 0.5])
+    model.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="needs labels"):
+        model.fit(images[:8], batch_size=8, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="exactly one"):
+        ee.calibrate_thresholds(model, images, np.zeros(len(images)))
+    with pytest.raises(ValueError, match="Exit index"):
+        ee.export_exit(model, 0)
+
+
+# ----------------------------------------------------------------- early exit
+
+def test_early_exit_skips_compute_for_confident_rows(model, images):
+    full = [np.asarray(z) for z in model.predict(images, verbose=0)]
+    conf1 = np.exp(np_log_softmax(full[0].astype("float64"))).max(-1)
+    t1 = float(np.median(conf1))
+    runner = ee.EarlyExit(model, [t1, 1.0, 0.0])
+    # Count the rows each section really receives, independently of the runner's own stats.
+    counters = [tf.Variable(0, dtype=tf.int64) for _ in runner.sections]
+    for k, section in enumerate(list(runner.sections)):
+        def counted(x, training=False, _k=k, _s=section):
+            counters[_k].assign_add(tf.cast(tf.shape(x)[0], tf.int64))
+            return _s(x, training=training)
+        runner.sections[k] = counted
+    out = runner(images)
+    undecided = int(np.sum(conf1 <= t1))
+    expected = [len(images), undecided, undecided, 0]  # exit 3 takes every row left
+    assert 0 < undecided < len(images)
+    assert [int(c.numpy()) for c in counters] == expected
+    assert list(out["section_rows"].numpy()) == expected
+    exits = out["exit"].numpy()
+    np.testing.assert_array_equal(exits, np.where(conf1 > t1, 1, 3))
+    logits = out["logits"].numpy()
+    np.testing.assert_allclose(logits[exits == 1], full[0][exits == 1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logits[exits == 3], full[2][exits == 3], rtol=1e-4, atol=1e-5)
+    preds, sim_exits = ee.simulate(full, [t1, 1.0, 0.0])
+    np.testing.assert_array_equal(sim_exits, exits)
+
+    stats = runner.predict(images, batch_size=16)
+    assert stats["avg_sections"] == pytest.approx(np.mean(exits))
+    to_exit = runner.flops["to_exit"]
+    assert stats["avg_flops"] == pytest.approx(np.mean([to_exit[e - 1] for e in exits]))
+    assert stats["avg_flops"] < runner.flops["full"]
+
+
+def test_flops_counting_is_exact_for_known_layers():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same", groups=2)(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5)(x)
+    model = keras.Model(inp, out)
+    assert ee.count_flops(model) == 2 * (8 * 8 * 9 * 3 * 4 + 4 * 4 * 9 * 2 * 6 + 6 * 5)
+
+
+def test_calibration_for_accuracy_and_budget(model, images):
+    full = [np.asarray(z) for z in model.predict(images, verbose=0)]
+    labels = full[-1].argmax(-1)  # the deepest exit is right by construction
+    cal = ee.calibrate_thresholds(model, images, labels, target_accuracy=1.0)
+    assert cal["met"] and cal["accuracy"] == 1.0
+    preds, _ = ee.simulate(full, cal["thresholds"])
+    assert np.mean(preds == labels) == 1.0
+    flops = ee.exit_flops(model)
+    budget = ee.calibrate_thresholds(model, images, labels, max_flops_fraction=0.6)
+    assert budget["met"] and budget["avg_flops"] <= 0.6 * flops["full"]
+    assert len(budget["thresholds"]) == 3
+    assert all(0.0 <= t <= 1.0 for t in budget["thresholds"])
+
+
+# ----------------------------------------------------------------- export
+
+def test_exported_exit_matches_and_saves(model, images, tmp_path):
+    full = model.predict(images[:8], verbose=0)
+    exported = model.export_exit(2)
+    names = {layer.name for layer in exported.layers}
+    assert "exit2_classifier" in names
+    assert not any(n.startswith(("block3_", "block4_", "exit1_", "exit3_")) for n in names)
+    np.testing.assert_allclose(exported.predict(images[:8], verbose=0), full[1],
+                               rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "exit2.keras")
+    exported.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_allclose(reloaded.predict(images[:8], verbose=0), full[1],
+                               rtol=1e-5, atol=1e-6)
+    saved = str(tmp_path / "exit2_savedmodel")
+    exported.export(saved, verbose=False)
+    served = tf.saved_model.load(saved)
+    np.testing.assert_allclose(served.serve(tf.constant(images[:8])).numpy(), full[1],
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
+def test_tflite_conversion_matches(model, images):
+    exported = model.export_exit(1)
+    flatbuffer = ee.to_tflite(exported)
+    assert len(flatbuffer) > 1000
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    inp = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(inp["index"], [4, 32, 32, 3])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], images[:4])
+    interpreter.invoke()
+    got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(got, exported.predict(images[:4], verbose=0),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_no_prints_in_library():
+    import kdzoo.distill.early_exit as a
+    import kdzoo.distill.self_distill as b
+    for module in (a, b):
+        with open(module.__file__) as f:
+            assert "print(" not in f.read()
