@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.losses import feature_hint, kl_divergence
 from kdzoo.models.common import stage_names
 
@@ -379,7 +380,7 @@ class SelfDistillation(keras.Model):
             scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        apply_with_global_clip(self.optimizer, grads, variables)  # clip the whole-batch norm
         return self._update_metrics(terms, y, logits, sample_weight)
 
     def test_step(self, data):
