@@ -11,35 +11,17 @@ resumed run to see exactly what an uninterrupted run would have seen.
 import json
 import math
 import os
-import tempfile
 
 import keras
 import numpy as np
+
+from kdzoo.atomic import save_weights, write_json  # noqa: F401  (write_json re-exported)
 
 STATE_FILE = "state.json"
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a training loss becomes NaN or Inf."""
-
-
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path, obj):
-    """Write JSON atomically (temp file + rename)."""
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
 
 
 def read_state(directory):
@@ -100,14 +82,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 f"last good checkpoint in {self.directory}.")
         os.makedirs(self.directory, exist_ok=True)
         name = f"ckpt-{epoch:06d}.weights.h5"
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".weights.h5")
-        os.close(fd)
-        try:
-            self.model.save_weights(tmp, overwrite=True)
-            os.replace(tmp, os.path.join(self.directory, name))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        save_weights(self.model, os.path.join(self.directory, name))
         write_json(os.path.join(self.directory, STATE_FILE), {"epoch": epoch, "weights": name})
         old = sorted(f for f in os.listdir(self.directory)
                      if f.startswith("ckpt-") and f.endswith(".weights.h5"))

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from kdzoo.checkpointing import write_json
+from kdzoo.atomic import write_json
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 STUDENTS = ("funmatch", "fix_rs", "labels")
@@ -181,7 +181,7 @@ def export_pretrained(workdir, command, cards_dir=None, data_dir=None):
     import kdzoo
     from kdzoo import registry
     from kdzoo.data import fashion_mnist
-    from kdzoo.zoo import atomic_save_weights
+    from kdzoo.atomic import save_weights
 
     cards_dir = cards_dir or registry.CARDS_DIR
     images, labels = fashion_mnist.load("test", data_dir)
@@ -193,7 +193,7 @@ def export_pretrained(workdir, command, cards_dir=None, data_dir=None):
         clean = kdzoo.load(arch, weights=None)  # no optimizer state in the shipped file
         clean.set_weights(trained.get_weights())
         path = os.path.join(cards_dir, f"{name}.weights.h5")
-        atomic_save_weights(clean, path)
+        save_weights(clean, path)
         digest = hashlib.sha256(open(path, "rb").read()).hexdigest()
         card = {"name": name, "aliases": [], "architecture": arch, "dataset": "fashion_mnist",
                 "num_classes": 10, "input_size": 28,

@@ -15,11 +15,11 @@ exactly the batches the uninterrupted one would have.
 
 import dataclasses
 import os
-import tempfile
 
 import keras
 
 from kdzoo import checkpointing
+from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch
 
 
@@ -74,24 +74,12 @@ def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
     all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
                      checkpointing.ResumableCheckpoint(ckpt_dir, every=checkpoint_every),
                      keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
+                     keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
                      *callbacks]
     model.fit(make_train(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_epoch, validation_data=validation_data,
               callbacks=all_callbacks, verbose=verbose)
     return epochs - initial_epoch
-
-
-def save_model_atomically(model, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclasses.dataclass
@@ -128,6 +116,7 @@ class FunMatchRun:
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+    distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
 
 
 def run_funmatch(run):
@@ -152,7 +141,8 @@ def run_funmatch(run):
     with strategy.scope():
         distiller = FunMatchDistiller(
             run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
-            image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed)
+            image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed,
+            **run.distiller_kwargs)
         distiller.compile(
             optimizer=paper_optimizer(run.lr, total_steps,
                                       min(run.warmup_steps, total_steps - 1),
@@ -175,7 +165,7 @@ def run_funmatch(run):
     metrics = {"params": run.params, "epochs": run.epochs, "steps_per_epoch": steps,
                "minival": distiller.evaluate(minival, return_dict=True, verbose=0)}
     metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
-    save_model_atomically(distiller.student, os.path.join(run.workdir, "student.keras"))
+    save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
     return metrics
 
@@ -347,6 +337,6 @@ def run_supervised(run):
         if run.method == "labels" and run.mixup_alpha:
             batches = batches.map(lambda x, y: (x, keras.ops.one_hot(y, spec.num_classes)))
         metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
-    save_model_atomically(model, os.path.join(run.workdir, "model.keras"))
+    save_model(model, os.path.join(run.workdir, "model.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
     return metrics

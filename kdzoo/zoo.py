@@ -8,12 +8,12 @@ loaded from that cache afterwards.
 
 import hashlib
 import os
-import tempfile
 
 import keras
 import numpy as np
 
 from kdzoo import registry
+from kdzoo.atomic import save_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, load_bit_npz, read_npz, assign_bit_weights
 from kdzoo.errors import CheckpointError, DownloadError
 
@@ -30,20 +30,6 @@ def sha256_of(path, chunk=1 << 20):
         for block in iter(lambda: f.read(chunk), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def atomic_save_weights(model, path):
-    """``model.save_weights(path)`` through a temporary file and an atomic rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _download(card):
@@ -88,7 +74,7 @@ def _pretrained_path(card, build_full):
     except CheckpointError:
         os.remove(npz_path)  # the cache never keeps a file we could not use
         raise
-    atomic_save_weights(model, converted)
+    save_weights(model, converted)
     return converted
 
 

@@ -1,0 +1,45 @@
+"""Write files so a crash or kill never leaves a half-written one under the final name."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
+
+    ``suffix`` keeps extensions that writers insist on (e.g. ``".weights.h5"``).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    """JSON, fsynced and renamed into place."""
+    with atomic_path(path, ".json") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def save_weights(model, path):
+    """``model.save_weights(path)`` (model and, if built, optimizer state), atomically."""
+    with atomic_path(path, ".weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
+
+
+def save_model(model, path):
+    """``model.save(path)`` as a ``.keras`` file, atomically."""
+    with atomic_path(path, ".keras") as tmp:
+        model.save(tmp)
