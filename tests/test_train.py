@@ -156,7 +156,8 @@ def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(os.listdir(tmp_path)) == ["point-042"]
     config = json.load(open(tmp_path / "point-042" / "config.json"))
-    assert (config["lr"], config["weight_decay"], config["temperature"]) == (3e-3, 1e-4, 5.0)
+    # 42 = 2 * 20 + 0 * 4 + 2: lr[2], weight_decay[0], temperature[2]
+    assert (config["lr"], config["weight_decay"], config["temperature"]) == (3e-3, 1e-5, 5.0)
     assert "| 42* |" in result.stdout and "best on minival: point 42" in result.stdout
 
 
@@ -167,3 +168,48 @@ def test_recipe_help_explains_every_common_flag():
     for flag in ("--workdir", "--data_dir", "--strategy", "--epochs", "--batch_size",
                  "--grid_index", "--smoke", "--seed", "--preset", "--variant"):
         assert flag in text, flag
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from kdzoo.train import fit_resumable
+
+    x = np.ones((8, 3), "float32")
+    y = np.ones((8, 1), "float32")
+    y_bad = y.copy()
+    y_bad[6] = np.nan  # the 4th step of the 2nd epoch (batch 2) sees a NaN target
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+
+    def stream(epoch):
+        def gen():
+            for e in range(epoch, 3):
+                for i in range(0, 8, 2):
+                    yield x[i:i + 2], (y if e == 0 else y_bad)[i:i + 2]
+        return tf.data.Dataset.from_generator(gen, output_signature=(
+            tf.TensorSpec((None, 3)), tf.TensorSpec((None, 1))))
+
+    with pytest.raises(checkpointing.NonFiniteLossError, match=r"epoch 2, step 4"):
+        fit_resumable(model, stream, workdir=str(tmp_path), epochs=3, steps_per_epoch=4,
+                      verbose=0)
+    state = checkpointing.read_state(str(tmp_path / "checkpoints"))
+    assert state["epoch"] == 1  # epoch 2 never completed: its NaN weights were not saved
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    fresh.compile(optimizer="sgd", loss="mse")
+    assert checkpointing.restore(fresh, str(tmp_path / "checkpoints")) == 1
+    assert all(np.isfinite(w).all() for w in fresh.get_weights())
+
+
+def test_checkpoint_refuses_to_overwrite_with_non_finite_weights(tmp_path):
+    import keras
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    saver = checkpointing.ResumableCheckpoint(str(tmp_path))
+    saver.set_model(model)
+    saver.save(1)
+    model.layers[0].kernel.assign(np.full((2, 1), np.inf, "float32"))
+    with pytest.raises(checkpointing.NonFiniteLossError, match="not overwriting"):
+        saver.save(2)
+    assert checkpointing.read_state(str(tmp_path))["epoch"] == 1
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
