@@ -21,7 +21,7 @@ import common
 
 common.define_common_flags("/tmp/kdzoo/fashion_mnist")
 flags.DEFINE_integer("teacher_epochs", 3, "Teacher epochs (demo scale).")
-flags.DEFINE_bool("long", False, "The longer comparison: 4x the epochs of every stage.")
+flags.DEFINE_bool("long", False, "The longer comparison: 2x the epochs of every stage.")
 flags.DEFINE_string("seeds", None, "Comma-separated seeds: repeat the whole comparison "
                     "per seed (in <workdir>/seed-N) and report mean and spread.")
 flags.DEFINE_integer("train_examples", None, "Train on the first N training images only "
@@ -95,7 +95,7 @@ def run_all(workdir, seed, scale):
 def main(argv):
     del argv
     from kdzoo import report
-    scale = 4 if FLAGS.long else 1
+    scale = 2 if FLAGS.long else 1
     seeds = [int(s) for s in FLAGS.seeds.split(",")] if FLAGS.seeds else [FLAGS.seed]
     summaries = []
     for seed in seeds:
