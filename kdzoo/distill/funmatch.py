@@ -38,6 +38,16 @@ it is given the same object, and the temperature is unchanged); call
 The array lives in host memory and is embedded in the ``tf.data`` graph, so
 it should stay below 2 GB (ImageNet-1k at 1000 classes needs float16 or shards).
 
+Cached teachers
+---------------
+For the per-view variants the teacher's outputs on the exact views of epochs
+``[a, b)`` can be computed ahead of time with
+:func:`kdzoo.distill.cache_teacher` (another process or machine) and used with
+:meth:`FunMatchDistiller.use_teacher_cache`: ``make_train_dataset`` then zips
+the cached tempered targets (``"targets"``) into the stream, in order, and
+``train_step`` never runs the teacher. See :mod:`kdzoo.distill.teacher_cache`
+for the format and the checks.
+
 Evaluation
 ----------
 ``evaluate`` / ``validation_data`` take batched ``(images, labels)``: the
@@ -169,6 +179,7 @@ class FunMatchDistiller(keras.Model):
         self.teacher_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="teacher_accuracy")
         self._teacher_fn = None
+        self.teacher_cache = None  # a TeacherCache: see use_teacher_cache
         self.built = True
 
     # -- configuration ----------------------------------------------------------
@@ -345,6 +356,30 @@ class FunMatchDistiller(keras.Model):
         images = data[0] if isinstance(data, (tuple, list)) else data
         student_view, _ = self._eval_views(images)
         return self.student(student_view, training=False)
+
+    # -- teacher-output cache -------------------------------------------------------
+    def use_teacher_cache(self, cache, verify=True):
+        """Train from a teacher-output cache (:mod:`kdzoo.distill.teacher_cache`).
+
+        ``cache``: a path written by :func:`kdzoo.distill.cache_teacher`, an
+        opened ``TeacherCache``, or None to go back to the online teacher. The
+        file is checked (size, end marker, header and, with ``verify``, every
+        epoch's sha256) and must match this distiller's teacher weights,
+        variant and view settings; the batch size, number of images and epochs
+        are checked when the train stream is built. While a cache is in use,
+        train batches carry ``"targets"`` read from it and ``train_step``
+        never runs the teacher (evaluation still does). Returns the cache.
+        """
+        if cache is None:
+            self.teacher_cache = None
+            return None
+        from kdzoo.distill.teacher_cache import TeacherCache, open_teacher_cache
+
+        if not isinstance(cache, TeacherCache):
+            cache = open_teacher_cache(cache, verify=verify)
+        cache.check_distiller(self)
+        self.teacher_cache = cache
+        return cache
 
     # -- data -------------------------------------------------------------------
     def _image_dataset(self, images):
@@ -523,6 +558,12 @@ class FunMatchDistiller(keras.Model):
                                       num_parallel_calls=_AUTOTUNE, deterministic=True)
 
         stream = tf.data.Dataset.counter(start=int(initial_epoch)).flat_map(one_epoch)
+        if self.teacher_cache is not None:  # cached teacher outputs replace the teacher
+            cache = self.teacher_cache
+            cache.check_stream(batch_size, n, buffer, shuffle, initial_epoch, images)
+            stream = tf.data.Dataset.zip(
+                (stream, cache.dataset(initial_epoch, self.temperature))).map(
+                lambda b, t: {"student": b["student"], "targets": t})
         self.train_steps_per_epoch = None if n is None else n // batch_size
         return stream.prefetch(_AUTOTUNE)
 
@@ -571,6 +612,8 @@ class FunMatchDistiller(keras.Model):
             steps_per_epoch = self.train_steps_per_epoch
             if steps_per_epoch is None:
                 raise ValueError("The train stream is endless: pass steps_per_epoch.")
+        if self.teacher_cache is not None:
+            self.teacher_cache.check_epochs(initial_epoch, epochs)
         kwargs["shuffle"] = False  # the view pipeline shuffles, seeded, per epoch
         return super().fit(x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            initial_epoch=initial_epoch, **kwargs)

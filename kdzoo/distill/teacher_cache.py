@@ -1,0 +1,499 @@
+"""Teacher-output cache: run the teacher once, ahead of time, train from the file.
+
+Patient teaching runs the teacher on every view of every epoch, and the
+teacher dominates the step (BiT-R152x2 costs about 11x a ResNet-50 forward).
+Views are a pure function of ``(seed, epoch, image index)`` and mixup of
+``(seed, epoch, step)`` (:mod:`kdzoo.data.augment`), so the teacher's outputs
+for the exact views the student will see in epochs ``[initial_epoch, epochs)``
+can be computed in a separate pass -- another process, machine or
+accelerator -- and stored compactly::
+
+    d = FunMatchDistiller(teacher, student, variant="funmatch", image_size=128, seed=0)
+    kdzoo.distill.cache_teacher(d, images, "pets.tcache", epochs=100, batch_size=512,
+                                top_k=10)
+    # later, anywhere (the same teacher weights, e.g. restored from a file):
+    d.use_teacher_cache("pets.tcache")
+    d.compile(optimizer=...)
+    d.fit(images, batch_size=512, epochs=100)   # the teacher is never run
+
+What is stored
+--------------
+The teacher's **logits** (not probabilities: the temperature may change
+afterwards) for every view of the stream, in the stream's order (epoch, step,
+example), shifted so that each row's maximum is 0 (softmax at any T does not
+change, and float16 is most precise near 0). With ``top_k < num_classes``
+only the ``k`` largest logits and their class indices are kept, plus the mean
+of the other ``K - k`` logits, which is used for every dropped class when the
+distribution is rebuilt (so the dropped mass is approximated, not zeroed).
+An ensemble stores each teacher's logits; their tempered probabilities are
+averaged when read, as :meth:`FunMatchDistiller.teacher_probs` does. In
+``funmatch`` the teacher sees the *mixed* batch, so the cache holds the
+outputs on the mixed views (it walks the very same stream).
+
+File format (one file, little-endian)
+-------------------------------------
+::
+
+    MAGIC (16 bytes)
+    epoch blocks, one per cached epoch, each:
+        values  [steps, batch, teachers, k]  float16 (or float32)
+        indices [steps, batch, teachers, k]  int16 (int32 for > 32767 classes);
+                                             absent when k == num_classes (the
+                                             values are then in class order)
+        tail    [steps, batch, teachers]     same dtype as values; absent when
+                                             k == num_classes
+    header: UTF-8 JSON
+    header length (uint64) | sha256 of the header (32 bytes) | END_MAGIC (16 bytes)
+
+The header records the format version, the stream the cache was built for
+(variant, seed, image_size, teacher_image_size, flip, crop_fraction,
+inception_area_range, mixup_alpha, shuffle and shuffle buffer, batch_size,
+num_images, steps per epoch, epochs ``[start, end)``), the teacher (number of
+models, classes, a sha256 fingerprint of each one's weights), the storage
+(``top_k``, dtypes, ``"stores": "logits"``), an optional sha256 of the images
+when they were given as an array, and a sha256 per epoch block. Files are
+written to a temporary file next to ``path`` and renamed when complete.
+
+Checks
+------
+:func:`open_teacher_cache` (and so :meth:`FunMatchDistiller.use_teacher_cache`)
+raises :class:`kdzoo.errors.CheckpointError` naming the file when it is not a
+cache, is truncated (size and end marker), its header is corrupt (sha256) or
+any epoch block is corrupt (sha256 of every block, unless ``verify=False``).
+A cache built for another teacher (weights fingerprint), variant, seed, image
+size or other view setting is refused when attached; another batch size,
+number of images, other images (when they are an array), an epoch outside
+the cached range or ``shuffle`` setting is refused when the train stream is
+built (``make_train_dataset`` / ``fit``). All are ``ValueError`` subclasses.
+
+Reading uses ``np.memmap`` (no pickle), one step at a time, so a cache larger
+than memory streams from disk. Size: ``epochs * steps * batch * teachers *
+k * 4`` bytes for float16 values + int16 indices (ImageNet, 1200 epochs, k=10:
+about 60 GB; a flowers102 run with 10k epochs of 1020 images and k=102 at
+full precision: 2 GB).
+"""
+
+import hashlib
+import json
+import os
+import struct
+
+import numpy as np
+import tensorflow as tf
+
+from kdzoo.atomic import atomic_path
+from kdzoo.errors import CheckpointError
+
+__all__ = ["TeacherCache", "cache_teacher", "open_teacher_cache", "teacher_fingerprint",
+           "targets_from_cache"]
+
+MAGIC = b"KDZOO-TCACHE-v1\n"
+END_MAGIC = b"KDZOO-TCACHE-END"
+FORMAT_VERSION = 1
+_TRAILER = struct.Struct("<Q32s16s")  # header length, header sha256, end magic
+_DTYPES = {"float16": np.float16, "float32": np.float32}
+
+# View settings that change the stream: a cache must match all of them.
+_VIEW_KEYS = ("variant", "seed", "image_size", "teacher_image_size", "flip",
+              "crop_fraction", "inception_area_range", "mixup_alpha")
+# Stream settings checked when the train dataset is built.
+_STREAM_KEYS = ("batch_size", "num_images", "shuffle", "shuffle_buffer")
+
+
+# ----------------------------------------------------------------- helpers ---
+def teacher_fingerprint(model):
+    """sha256 of a model's weights (shapes, dtypes and values, in order; not names)."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        value = np.ascontiguousarray(np.asarray(w.numpy()))
+        h.update(f"{value.dtype.str}{value.shape};".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def _array_fingerprint(images):
+    if isinstance(images, np.ndarray) or tf.is_tensor(images):
+        a = np.ascontiguousarray(np.asarray(images))
+        h = hashlib.sha256(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+        return h.hexdigest()
+    return None
+
+
+def _view_settings(distiller):
+    v = distiller.views
+    return {"variant": v.variant, "seed": v.seed, "image_size": v.image_size,
+            "teacher_image_size": v.teacher_image_size, "flip": v.flip,
+            "crop_fraction": v.crop_fraction,
+            "inception_area_range": [float(a) for a in v.inception_area_range],
+            "mixup_alpha": v.mixup_alpha}
+
+
+def _index_dtype(num_classes):
+    return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
+
+
+def targets_from_cache(values, indices, tail, num_classes, temperature):
+    """Tempered target probabilities ``[..., K]`` (float32) from cached logits.
+
+    ``values`` ``[..., M, k]`` are the stored (max-shifted) logits of ``M``
+    teachers; ``indices`` their classes (None when ``k == K``: class order);
+    ``tail`` ``[..., M]`` the mean of the dropped logits (None when ``k == K``).
+    The ``M`` tempered distributions are averaged.
+    """
+    values = np.asarray(values, np.float32)
+    if indices is None:
+        logits = values
+    else:
+        logits = np.repeat(np.asarray(tail, np.float32)[..., None], num_classes, axis=-1)
+        np.put_along_axis(logits, np.asarray(indices, np.int64), values, axis=-1)
+    z = logits / np.float32(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=-1, keepdims=True)
+    return p.mean(axis=-2).astype(np.float32)
+
+
+# ------------------------------------------------------------------- reader ---
+class TeacherCache:
+    """A verified, memory-mapped teacher-output cache (see the module docstring).
+
+    Use :func:`open_teacher_cache` (or ``FunMatchDistiller.use_teacher_cache``)
+    rather than the constructor.
+    """
+
+    def __init__(self, path, header, data):
+        self.path = path
+        self.header = header
+        self._data = data  # np.memmap of the data region (uint8)
+
+    # header shortcuts
+    @property
+    def epochs(self):
+        """``(start, end)``: the cache covers epochs ``start <= e < end``."""
+        return tuple(self.header["epochs"])
+
+    @property
+    def steps_per_epoch(self):
+        return int(self.header["steps_per_epoch"])
+
+    @property
+    def batch_size(self):
+        return int(self.header["batch_size"])
+
+    @property
+    def num_classes(self):
+        return int(self.header["num_classes"])
+
+    @property
+    def top_k(self):
+        return int(self.header["top_k"])
+
+    def __repr__(self):
+        h = self.header
+        return (f"TeacherCache({self.path!r}, variant={h['variant']!r}, seed={h['seed']}, "
+                f"epochs={self.epochs}, steps_per_epoch={self.steps_per_epoch}, "
+                f"batch_size={self.batch_size}, top_k={self.top_k}/{self.num_classes})")
+
+    # layout
+    def _shapes(self):
+        h = self.header
+        lead = (h["steps_per_epoch"], h["batch_size"], h["num_teachers"])
+        return lead + (h["top_k"],), lead
+
+    def _block_bytes(self):
+        h = self.header
+        vshape, tshape = self._shapes()
+        vsize = np.dtype(h["value_dtype"]).itemsize
+        n = int(np.prod(vshape)) * vsize
+        if h["top_k"] < h["num_classes"]:
+            n += int(np.prod(vshape)) * np.dtype(h["index_dtype"]).itemsize
+            n += int(np.prod(tshape)) * vsize
+        return n
+
+    def _epoch_arrays(self, epoch):
+        """``(values, indices, tail)`` views of one epoch block (indices/tail may be None)."""
+        h = self.header
+        start, end = self.epochs
+        if not start <= epoch < end:
+            raise ValueError(f"Teacher cache {self.path} covers epochs [{start}, {end}); "
+                             f"epoch {epoch} is not in it.")
+        vshape, tshape = self._shapes()
+        base = (epoch - start) * self._block_bytes()
+        vdt = np.dtype(h["value_dtype"])
+        nv = int(np.prod(vshape))
+        values = self._data[base:base + nv * vdt.itemsize].view(vdt).reshape(vshape)
+        if h["top_k"] == h["num_classes"]:
+            return values, None, None
+        idt = np.dtype(h["index_dtype"])
+        off = base + nv * vdt.itemsize
+        indices = self._data[off:off + nv * idt.itemsize].view(idt).reshape(vshape)
+        off += nv * idt.itemsize
+        nt = int(np.prod(tshape))
+        tail = self._data[off:off + nt * vdt.itemsize].view(vdt).reshape(tshape)
+        return values, indices, tail
+
+    def verify(self):
+        """Check the sha256 of every epoch block; raise CheckpointError on a mismatch."""
+        size = self._block_bytes()
+        for i, expected in enumerate(self.header["epoch_sha256"]):
+            block = self._data[i * size:(i + 1) * size]
+            if hashlib.sha256(block).hexdigest() != expected:
+                raise CheckpointError(
+                    f"Teacher cache {self.path} is corrupt: the data of epoch "
+                    f"{self.epochs[0] + i} fails its sha256 check. Rebuild it with "
+                    "kdzoo.distill.cache_teacher.")
+
+    def targets(self, epoch, step, temperature):
+        """Tempered targets ``[batch, num_classes]`` for one step of one epoch."""
+        values, indices, tail = self._epoch_arrays(epoch)
+        return targets_from_cache(values[step], None if indices is None else indices[step],
+                                  None if tail is None else tail[step], self.num_classes,
+                                  temperature)
+
+    # checks against a distiller / a stream
+    def check_distiller(self, distiller):
+        """Refuse a distiller whose teacher or view settings differ from the cache's."""
+        h = self.header
+        if distiller.views.fixed:
+            raise ValueError(
+                f"Teacher cache {self.path}: variant {distiller.variant!r} already trains "
+                "without the teacher (prepare_targets); caches are for the per-view "
+                "variants.")
+        mine = _view_settings(distiller)
+        for key in _VIEW_KEYS:
+            if mine[key] != h[key]:
+                raise CheckpointError(
+                    f"Teacher cache {self.path} was built for {key}={h[key]!r} but this "
+                    f"distiller has {key}={mine[key]!r}: its views differ. Rebuild the "
+                    "cache with kdzoo.distill.cache_teacher for these settings.")
+        if distiller.num_classes != h["num_classes"]:
+            raise CheckpointError(
+                f"Teacher cache {self.path} holds {h['num_classes']} classes; the models "
+                f"predict {distiller.num_classes}.")
+        prints = [teacher_fingerprint(t) for t in distiller.teachers]
+        if prints != h["teacher_sha256"]:
+            raise CheckpointError(
+                f"Teacher cache {self.path} was built with another teacher (weights "
+                f"sha256 {', '.join(p[:12] for p in h['teacher_sha256'])}; this "
+                f"distiller's: {', '.join(p[:12] for p in prints)}). Load the same "
+                "teacher weights or rebuild the cache.")
+
+    def check_stream(self, batch_size, num_images, shuffle_buffer, shuffle, initial_epoch,
+                     images=None):
+        """Refuse a train stream that is not the one the cache was built for."""
+        h = self.header
+        mine = {"batch_size": int(batch_size), "num_images": num_images,
+                "shuffle": bool(shuffle), "shuffle_buffer": int(shuffle_buffer)}
+        if num_images is None:
+            raise ValueError(f"Teacher cache {self.path}: the number of train images is "
+                             "unknown; pass num_images= (the cache holds "
+                             f"{h['num_images']}).")
+        for key in _STREAM_KEYS:
+            if mine[key] != h[key]:
+                raise CheckpointError(
+                    f"Teacher cache {self.path} was built for {key}={h[key]!r} but the "
+                    f"train stream has {key}={mine[key]!r}. Use the cache's settings or "
+                    "rebuild it.")
+        start, end = self.epochs
+        if not start <= int(initial_epoch) < end:
+            raise CheckpointError(
+                f"Teacher cache {self.path} covers epochs [{start}, {end}); training "
+                f"would start at epoch {initial_epoch}. Cache those epochs too.")
+        fp = h.get("images_sha256")
+        if fp is not None and images is not None:
+            mine_fp = _array_fingerprint(images)
+            if mine_fp is not None and mine_fp != fp:
+                raise CheckpointError(
+                    f"Teacher cache {self.path} was built on other train images (sha256 "
+                    f"{fp[:12]}, these: {mine_fp[:12]}).")
+
+    def check_epochs(self, initial_epoch, epochs):
+        start, end = self.epochs
+        if not (start <= int(initial_epoch) and int(epochs) <= end):
+            raise CheckpointError(
+                f"Teacher cache {self.path} covers epochs [{start}, {end}); fit asks for "
+                f"[{initial_epoch}, {epochs}). Cache those epochs too (cache_teacher("
+                f"..., initial_epoch={initial_epoch}, epochs={epochs})).")
+
+    def dataset(self, initial_epoch, temperature):
+        """``tf.data`` of tempered targets ``[batch, K]``, epoch ``initial_epoch`` onwards.
+
+        Finite: it ends with the cache's last epoch (``fit`` checks the range first).
+        """
+        start, end = self.epochs
+        steps = self.steps_per_epoch
+        temperature = float(temperature)
+
+        def gen():
+            for epoch in range(int(initial_epoch), end):
+                values, indices, tail = self._epoch_arrays(epoch)
+                for step in range(steps):
+                    yield targets_from_cache(
+                        values[step], None if indices is None else indices[step],
+                        None if tail is None else tail[step], self.num_classes,
+                        temperature)
+
+        spec = tf.TensorSpec([self.batch_size, self.num_classes], tf.float32)
+        return tf.data.Dataset.from_generator(gen, output_signature=spec)
+
+
+def open_teacher_cache(path, verify=True):
+    """Open and check a cache file; returns a :class:`TeacherCache`.
+
+    Raises :class:`kdzoo.errors.CheckpointError` (naming ``path``) when the file
+    is not a teacher cache, is truncated or corrupt. ``verify=False`` skips the
+    per-epoch sha256 checks (the size and header checks always run).
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No teacher cache at {path}; build one with "
+                                "kdzoo.distill.cache_teacher.")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        if f.read(len(MAGIC)) != MAGIC:
+            raise CheckpointError(f"{path} is not a kdzoo teacher cache (bad magic).")
+        if size < len(MAGIC) + _TRAILER.size:
+            raise CheckpointError(f"Teacher cache {path} is truncated ({size} bytes).")
+        f.seek(size - _TRAILER.size)
+        header_len, header_sha, end = _TRAILER.unpack(f.read(_TRAILER.size))
+        if end != END_MAGIC:
+            raise CheckpointError(
+                f"Teacher cache {path} is truncated or corrupt: no end marker (was the "
+                "copy interrupted?). Rebuild it or copy it again.")
+        data_len = size - _TRAILER.size - header_len - len(MAGIC)
+        if data_len < 0:
+            raise CheckpointError(f"Teacher cache {path} is corrupt: bad header length.")
+        f.seek(len(MAGIC) + data_len)
+        raw = f.read(header_len)
+    if hashlib.sha256(raw).digest() != header_sha:
+        raise CheckpointError(f"Teacher cache {path} is corrupt: its header fails the "
+                              "sha256 check.")
+    header = json.loads(raw.decode("utf-8"))
+    if header.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"Teacher cache {path} has format version "
+                              f"{header.get('format_version')}; this kdzoo reads "
+                              f"{FORMAT_VERSION}.")
+    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=len(MAGIC), shape=(data_len,))
+            if data_len else np.zeros([0], np.uint8))
+    cache = TeacherCache(path, header, data)
+    expected = cache._block_bytes() * (cache.epochs[1] - cache.epochs[0])
+    if expected != data_len:
+        raise CheckpointError(f"Teacher cache {path} is truncated or corrupt: "
+                              f"{data_len} data bytes, the header describes {expected}.")
+    if verify:
+        cache.verify()
+    return cache
+
+
+# ------------------------------------------------------------------- writer ---
+def cache_teacher(distiller, images, path, epochs, *, initial_epoch=0, batch_size=32,
+                  top_k=None, dtype="float16", num_images=None):
+    """Run the teacher on every train view of epochs ``[initial_epoch, epochs)``; store it.
+
+    Args:
+        distiller: a :class:`FunMatchDistiller` (its teacher, variant and view
+            settings define the stream). Any cache it uses is ignored here.
+        images: the train images exactly as they will be given to ``fit`` /
+            ``make_train_dataset`` (array ``[N, H, W, C]`` or dataset).
+        path: the cache file to write (atomically: temp file + rename).
+        epochs: end epoch, exclusive, like ``fit(epochs=...)``.
+        initial_epoch: first epoch cached (a cache can cover a slice of a run;
+            several machines can each build one slice).
+        batch_size: the train batch size (the cache is laid out per step).
+        top_k: logits kept per view (default: all classes).
+        dtype: ``"float16"`` (default) or ``"float32"`` logits.
+        num_images: as in ``make_train_dataset``, for datasets of unknown size.
+
+    Returns the opened :class:`TeacherCache`.
+    """
+    from kdzoo.distill.funmatch import FunMatchDistiller
+
+    if not isinstance(distiller, FunMatchDistiller):
+        raise TypeError(f"cache_teacher takes a FunMatchDistiller, got "
+                        f"{type(distiller).__name__}.")
+    if distiller.views.fixed:
+        raise ValueError(f"Variant {distiller.variant!r} already trains without the "
+                         "teacher: use prepare_targets (fixed targets), not a cache.")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    start, end = int(initial_epoch), int(epochs)
+    if not 0 <= start < end:
+        raise ValueError(f"Need 0 <= initial_epoch < epochs; got [{start}, {end}).")
+    num_classes = distiller.num_classes
+    k = num_classes if top_k is None else int(top_k)
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"top_k must be in [1, {num_classes}], got {top_k}.")
+    vdt = np.dtype(_DTYPES[dtype])
+    idt = np.dtype(_index_dtype(num_classes))
+
+    saved = distiller.teacher_cache
+    distiller.teacher_cache = None
+    try:
+        stream = distiller.make_train_dataset(images, batch_size=batch_size,
+                                              initial_epoch=start, num_images=num_images)
+    finally:
+        distiller.teacher_cache = saved
+    steps = distiller.train_steps_per_epoch
+    n = (int(num_images) if num_images is not None
+         else distiller._count(distiller._image_dataset(images)))
+    if steps is None or n is None:
+        raise ValueError("The number of train images is unknown: pass num_images=.")
+    shuffle_buffer = min(distiller.shuffle_buffer, n)
+    limit = float(np.finfo(vdt).max)
+    teachers = distiller.teachers
+
+    @tf.function(reduce_retracing=True)
+    def run(view):
+        logits = tf.stack([tf.cast(t(view, training=False), tf.float32) for t in teachers],
+                          axis=1)  # [B, M, K]
+        logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+        logits = tf.maximum(logits, -limit)  # stay finite in float16
+        if k == num_classes:
+            return logits, tf.zeros([0], tf.int32), tf.zeros([0], tf.float32)
+        values, indices = tf.math.top_k(logits, k=k, sorted=True)
+        rest = (tf.reduce_sum(logits, axis=-1) - tf.reduce_sum(values, axis=-1))
+        return values, indices, rest / float(num_classes - k)
+
+    path = os.fspath(path)
+    epoch_sha = []
+    with atomic_path(path, ".tcache") as tmp:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC)
+            it = iter(stream)
+            for _ in range(start, end):
+                vals, idxs, tails = [], [], []
+                for _ in range(steps):
+                    batch = next(it)
+                    v, i, r = run(batch.get("teacher", batch["student"]))
+                    vals.append(v.numpy().astype(vdt))
+                    if k < num_classes:
+                        idxs.append(i.numpy().astype(idt))
+                        tails.append(r.numpy().astype(vdt))
+                parts = [np.stack(vals)]
+                if k < num_classes:
+                    parts += [np.stack(idxs), np.stack(tails)]
+                h = hashlib.sha256()
+                for p in parts:
+                    b = np.ascontiguousarray(p).astype(p.dtype.newbyteorder("<")).tobytes()
+                    h.update(b)
+                    f.write(b)
+                epoch_sha.append(h.hexdigest())
+            header = dict(
+                format_version=FORMAT_VERSION, stores="logits",
+                logits_note="max-shifted teacher logits; temperature applied when read",
+                **_view_settings(distiller),
+                batch_size=int(batch_size), num_images=n, steps_per_epoch=int(steps),
+                shuffle=shuffle_buffer > 1,
+                shuffle_buffer=int(shuffle_buffer), epochs=[start, end],
+                num_teachers=len(teachers), num_classes=num_classes, top_k=k,
+                value_dtype=vdt.newbyteorder("<").str,
+                index_dtype=idt.newbyteorder("<").str,
+                teacher_sha256=[teacher_fingerprint(t) for t in teachers],
+                images_sha256=_array_fingerprint(images), epoch_sha256=epoch_sha)
+            raw = json.dumps(header, sort_keys=True).encode("utf-8")
+            f.write(raw)
+            f.write(_TRAILER.pack(len(raw), hashlib.sha256(raw).digest(), END_MAGIC))
+            f.flush()
+            os.fsync(f.fileno())
+    return open_teacher_cache(path, verify=False)
