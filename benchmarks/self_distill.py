@@ -75,7 +75,7 @@ def main():
                         help="a .keras file: load the trained model from it if it exists, "
                              "else train and save it there")
     args = parser.parse_args()
-    width, n_train, epochs, batch = (8, 4096, 1, 64) if args.quick else (16, 15000, 2, 128)
+    width, n_train, epochs, batch = (8, 1024, 1, 64) if args.quick else (16, 15000, 2, 128)
     timing_steps = 8 if args.quick else 20
     repeats = 5
     infer_batch = 256
@@ -88,7 +88,7 @@ def main():
     y_train = y_train[:n_train]
     x_test = np.pad(x_test, pad).astype("float32")
     if args.quick:
-        x_test, y_test = x_test[:2000], y_test[:2000]
+        x_test, y_test = x_test[:1000], y_test[:1000]
     half = len(x_test) // 2
     x_cal, y_cal, x_eval, y_eval = x_test[:half], y_test[:half], x_test[half:], y_test[half:]
 

@@ -5,6 +5,8 @@ import json
 import os
 import tempfile
 
+TEMP_PREFIX = ".tmp-"  # what a killed writer can leave behind; never a final name
+
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
@@ -14,7 +16,7 @@ def atomic_path(path, suffix=""):
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
     try:

@@ -15,7 +15,7 @@ import os
 import keras
 import numpy as np
 
-from kdzoo.atomic import save_weights, write_json  # noqa: F401  (write_json re-exported)
+from kdzoo.atomic import TEMP_PREFIX, save_weights, write_json  # noqa: F401  (write_json re-exported)
 
 STATE_FILE = "state.json"
 
@@ -43,8 +43,23 @@ def weights_are_finite(model):
                if "float" in str(w.dtype))
 
 
+def remove_partial_writes(directory):
+    """Delete temporary files a killed writer left behind (they are never read)."""
+    if not os.path.isdir(directory):
+        return []
+    partial = [f for f in os.listdir(directory) if f.startswith(TEMP_PREFIX)]
+    for name in partial:
+        os.remove(os.path.join(directory, name))
+    return partial
+
+
 def restore(model, directory):
-    """Load the newest checkpoint into ``model``; returns the epoch to start from (0 if none)."""
+    """Load the newest checkpoint into ``model``; returns the epoch to start from (0 if none).
+
+    Only what ``state.json`` names is read: a checkpoint a kill interrupted is a
+    temporary file (removed here) or a complete file ``state.json`` does not name yet.
+    """
+    remove_partial_writes(directory)
     state = read_state(directory)
     if state is None:
         return 0

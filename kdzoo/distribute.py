@@ -31,6 +31,7 @@ All functions are silent (library code never prints).
 import difflib
 import glob
 import json
+import numbers
 import os
 
 import tensorflow as tf
@@ -51,6 +52,19 @@ def tf_config_cluster():
     except json.JSONDecodeError as e:
         raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
     return dict(config.get("cluster") or {})
+
+
+def worker_subdir():
+    """``None`` for the process that writes a run's files (chief, or single process),
+    else ``"worker-<i>"``: other workers keep their logs and checkpoints apart so two
+    processes never write the same file."""
+    raw = os.environ.get("TF_CONFIG", "").strip()
+    task = (json.loads(raw).get("task") or {}) if raw else {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    if kind in (None, "chief") or (kind == "worker" and index == 0
+                                    and "chief" not in tf_config_cluster()):
+        return None
+    return f"{kind}-{index}"
 
 
 def tpu_present():
@@ -208,6 +222,10 @@ def split_batch(global_batch, strategy=None):
     if strategy is None:
         strategy = tf.distribute.get_strategy()
     replicas = strategy if isinstance(strategy, int) else strategy.num_replicas_in_sync
+    for what, value in (("global batch size", global_batch), ("replica count", replicas)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"The {what} must be an int, got {value!r} "
+                            f"({type(value).__name__}); e.g. split_batch(512, strategy).")
     global_batch, replicas = int(global_batch), int(replicas)
     if global_batch <= 0 or replicas <= 0:
         raise ValueError(f"global batch ({global_batch}) and replicas ({replicas}) "

@@ -14,13 +14,14 @@ exactly the batches the uninterrupted one would have.
 """
 
 import dataclasses
+import numbers
 import os
 
 import keras
 
 from kdzoo import checkpointing
 from kdzoo.atomic import save_model
-from kdzoo.distribute import get_strategy, split_batch
+from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 
 
 def upscale_small_images(dataset, min_side):
@@ -71,10 +72,15 @@ def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
     initial_epoch = checkpointing.restore(model, ckpt_dir)
     if initial_epoch >= epochs:
         return 0
+    # Every worker of a multi-worker run restores the chief's checkpoint; only the
+    # chief writes into workdir, the others into workdir/worker-<i> (never read back).
+    own = os.path.join(workdir, worker_subdir() or "")
+    os.makedirs(own, exist_ok=True)
     all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
-                     checkpointing.ResumableCheckpoint(ckpt_dir, every=checkpoint_every),
-                     keras.callbacks.TensorBoard(os.path.join(workdir, "logs")),
-                     keras.callbacks.CSVLogger(os.path.join(workdir, "history.csv"), append=True),
+                     checkpointing.ResumableCheckpoint(os.path.join(own, "checkpoints"),
+                                                       every=checkpoint_every),
+                     keras.callbacks.TensorBoard(os.path.join(own, "logs")),
+                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
                      *callbacks]
     model.fit(make_train(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
               steps_per_epoch=steps_per_epoch, validation_data=validation_data,
@@ -193,6 +199,12 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
 
     from kdzoo.data import augment
 
+    crops = ("pad", "random", "inception", None)
+    if crop not in crops:
+        raise ValueError(f"crop must be one of {crops}, got {crop!r}.")
+    for name, value in (("batch_size", batch_size), ("image_size", image_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
     base = examples.enumerate()
 
     def view(epoch):

@@ -1,0 +1,139 @@
+"""Preemption: SIGKILL a short recipe run at several points, resume, compare to an unkilled run.
+
+Kill points (the run: pets --smoke, 3 epochs of 2 steps, a checkpoint per epoch):
+  * ``epoch``       -- polled from outside: as soon as the first checkpoint exists;
+  * ``between:4``   -- mid-epoch, as step 4 (epoch 2, step 2) is about to start;
+  * ``during:3``    -- mid-step: a timer fires while step 3 (epoch 2, step 1) runs;
+  * ``ckpt-write:2``  -- mid-checkpoint-write: epoch 2's weights file is half written
+                         (temp file truncated) when the process dies, before the rename;
+  * ``state-write:2`` -- epoch 2's weights are in place but ``state.json`` still names
+                         epoch 1's.
+Each resumed run must end with exactly the weights and test metrics of the unkilled run,
+and a half-written checkpoint is never loaded (the temp file is removed on resume).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+ARGS = ["--smoke", "--deterministic", "--epochs", "3"]
+RECIPE = os.path.join(ROOT, "recipes", "pets.py")
+
+# Runs the recipe in this process after installing the kill hook named by argv[1].
+KILLER = r"""
+import os, runpy, signal, sys, threading
+where, n = sys.argv[1].split(":"); n = int(n)
+die = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if where in ("between", "during"):
+    import keras
+
+    class Kill(keras.callbacks.Callback):
+        seen = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            Kill.seen += 1
+            if Kill.seen == n:
+                if where == "between":
+                    die()
+                threading.Timer(0.002, die).start()  # fires while the step runs
+
+    real_fit = keras.Model.fit
+
+    def fit(self, *a, callbacks=None, **k):
+        return real_fit(self, *a, callbacks=[*(callbacks or []), Kill()], **k)
+
+    keras.Model.fit = fit
+else:
+    real_replace = os.replace
+    target = f"ckpt-{n:06d}.weights.h5" if where == "ckpt-write" else "state.json"
+    state_after = f"ckpt-{n:06d}.weights.h5"
+    written = []
+
+    def replace(src, dst):
+        name = os.path.basename(dst)
+        if where == "ckpt-write" and name == target:
+            with open(src, "r+b") as f:
+                f.truncate(os.path.getsize(src) // 2)
+            die()
+        if where == "state-write" and name == "state.json" and state_after in written:
+            die()
+        written.append(name)
+        return real_replace(src, dst)
+
+    os.replace = replace
+sys.argv = [sys.argv[2], *sys.argv[3:]]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+KILL_POINTS = ["epoch", "between:4", "during:3", "ckpt-write:2", "state-write:2"]
+
+
+def _weights(workdir):
+    import keras
+
+    import kdzoo  # noqa: F401  (registers kdzoo's layers for loading)
+    model = keras.saving.load_model(os.path.join(workdir, "student.keras"))
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def _kill_polling_for_first_checkpoint(workdir):
+    victim = subprocess.Popen([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = os.path.join(workdir, "checkpoints", "state.json")
+    deadline = time.time() + 300
+    while not os.path.exists(state) and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.02)
+    os.kill(victim.pid, signal.SIGKILL)
+    return victim.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("whole"))
+    run = subprocess.run([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return _weights(workdir), json.load(open(os.path.join(workdir, "metrics.json")))
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_then_resume_equals_an_uninterrupted_run(point, tmp_path, uninterrupted):
+    workdir = str(tmp_path / "run")
+    ckpt = os.path.join(workdir, "checkpoints")
+    if point == "epoch":
+        rc = _kill_polling_for_first_checkpoint(workdir)
+    else:
+        rc = subprocess.run([sys.executable, "-c", KILLER, point, RECIPE, *ARGS, "--workdir",
+                             workdir], env=ENV, capture_output=True, timeout=600).returncode
+    assert rc == -signal.SIGKILL, f"the run was not killed at {point} (exit {rc})"
+    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
+    state = json.load(open(os.path.join(ckpt, "state.json")))
+    expected_epoch = {"epoch": None, "between:4": 1, "during:3": 1, "ckpt-write:2": 1,
+                      "state-write:2": 1}[point]
+    if expected_epoch is not None:
+        assert state["epoch"] == expected_epoch, state
+    leftovers = [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
+    if point == "ckpt-write:2":
+        assert leftovers, "the kill should have left a half-written temp file"
+    if point == "state-write:2":
+        assert os.path.exists(os.path.join(ckpt, "ckpt-000002.weights.h5"))
+
+    resumed = subprocess.run([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"Epoch {state['epoch'] + 1}/3" in log and f"Epoch {state['epoch']}/3" not in log
+    assert not [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
+    weights, metrics = uninterrupted
+    for a, b in zip(weights, _weights(workdir), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert json.load(open(os.path.join(workdir, "metrics.json")))["test"] == metrics["test"]
