@@ -2,20 +2,32 @@
 
 Published checkpoints are downloaded once with ``keras.utils.get_file`` (cached
 under ``$KERAS_HOME/kdzoo``), converted once to Keras ``.weights.h5`` (written
-to a temporary file, then renamed, so a crash never leaves half a file), and
-loaded from that cache afterwards.
+to a temporary file, then renamed, so a crash never leaves half a file, with its
+sha256 beside it), and loaded from that cache afterwards. A cached file that
+fails its sha256 (truncated, corrupt, or its conversion was interrupted) is
+rebuilt; a download that fails its card's sha256 is deleted, never kept.
+
+Loading never executes code from a file: ``.npz`` files are read with
+``allow_pickle=False`` and ``.keras`` files in Keras safe mode.
 """
 
+import contextlib
 import hashlib
 import os
+import zipfile
 
 import keras
 import numpy as np
 
 from kdzoo import registry
-from kdzoo.atomic import save_weights
+from kdzoo.atomic import atomic_path, save_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, load_bit_npz, read_npz, assign_bit_weights
 from kdzoo.errors import CheckpointError, DownloadError
+
+try:  # keras.config.enable_unsafe_deserialization() would override safe_mode=True
+    from keras.src.saving.serialization_lib import SafeModeScope as _SafeModeScope
+except ImportError:  # pragma: no cover  (a Keras without it: safe_mode=True alone)
+    _SafeModeScope = None
 
 
 def cache_root():
@@ -38,13 +50,25 @@ def _download(card):
     fname = f"{card['name']}-{os.path.basename(url)}"
     subdir = os.path.join("kdzoo", "downloads")
     target = os.path.join(cache_root(), "downloads", fname)
+    # get_file silently falls back to /tmp/.keras when $KERAS_HOME does not exist yet,
+    # which would put the file (and any bad one) outside the cache we clean up.
+    os.makedirs(os.path.dirname(target), exist_ok=True)
     try:
         return keras.utils.get_file(fname=fname, origin=url, file_hash=card["sha256"],
                                     hash_algorithm="sha256", cache_subdir=subdir,
                                     cache_dir=os.path.dirname(cache_root()))
     except Exception as e:  # network errors come as bare Exception from get_file
+        wrong_hash = (card["sha256"] and os.path.exists(target)
+                      and sha256_of(target) != card["sha256"])
         if os.path.exists(target):
             os.remove(target)  # e.g. a wrong hash: never keep the bad file
+        if wrong_hash:
+            raise DownloadError(
+                f"The file downloaded from {url} for {card['name']!r} does not match the "
+                f"sha256 {card['sha256']} of its model card ({card.get('card_file')}), so it "
+                f"was deleted from {target}. It is incomplete or altered: try again, or "
+                "download it elsewhere, check it with `sha256sum`, and pass "
+                f"weights='/path/to/{os.path.basename(url)}' to kdzoo.load.") from e
         raise DownloadError(
             f"Could not fetch {url} for {card['name']!r} ({e}). Without network access, "
             f"download that file elsewhere and either pass weights='/path/to/"
@@ -60,31 +84,138 @@ def _pretrained_path(card, build_full):
                                   "reinstall kdzoo.")
         if card["sha256"] and sha256_of(path) != card["sha256"]:
             raise CheckpointError(f"Weight file {path} does not match the sha256 in its model "
-                                  f"card ({card['card_file']}); it is corrupt or was replaced.")
+                                  f"card ({card['card_file']}); it is corrupt or was replaced. "
+                                  "Reinstall kdzoo to restore it.")
         return path
     if card["format"] != "bit_npz":
         raise CheckpointError(f"Model card {card['name']!r} has unknown format {card['format']!r}.")
     converted = os.path.join(cache_root(), "converted", f"{card['name']}.weights.h5")
     if os.path.exists(converted):
-        return converted
+        if _converted_is_intact(converted):
+            return converted
+        for stale in (converted, converted + ".sha256"):  # truncated or corrupt: rebuild
+            if os.path.exists(stale):
+                os.remove(stale)
     npz_path = _download(card)
     try:
         model = build_full()
         load_bit_npz(model, npz_path)
-    except CheckpointError:
+    except CheckpointError as e:
         os.remove(npz_path)  # the cache never keeps a file we could not use
-        raise
+        raise CheckpointError(f"{e} kdzoo deleted it from its download cache; the next "
+                              "kdzoo.load downloads it afresh.") from e
     save_weights(model, converted)
+    with atomic_path(converted + ".sha256", ".sha256") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(sha256_of(converted) + "\n")
     return converted
 
 
+def _converted_is_intact(path):
+    """True if ``path`` still has the sha256 recorded beside it when it was converted."""
+    try:
+        with open(path + ".sha256", encoding="utf-8") as f:
+            expected = f.read().strip()
+    except OSError:  # no record: the conversion never finished
+        return False
+    return sha256_of(path) == expected
+
+
+def _brief(error, limit=400):
+    """An exception's message on one line, without Keras' dump of variable values."""
+    text = " ".join(str(error).split()).split(" Target variable:")[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _check_finite(model, path):
+    for w in model.weights:
+        if "float" in str(w.dtype) and not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
+            raise CheckpointError(f"{path}: weight {w.path!r} holds NaN or Inf values; the file "
+                                  "is corrupt or comes from a diverged run. Use another "
+                                  "checkpoint.")
+
+
 def _load_weights_file(model, path):
+    """``model.load_weights(path)``; every failure is a CheckpointError naming ``path``."""
     try:
         model.load_weights(path)
+    except (OSError, RuntimeError) as e:  # h5py: not HDF5, truncated, damaged structure
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: it cannot be read as a Keras weights file "
+            f"({_brief(e)}). Copy or download it again, or save it again with "
+            "model.save_weights.") from e
     except Exception as e:
         raise CheckpointError(
-            f"Could not load {path} into {model.name}: {e}. The file is truncated, corrupt, or "
-            "was saved from another architecture or class count.") from e
+            f"{path} does not fit {model.name}: {_brief(e)} It was saved from another "
+            "architecture or class count: pass the zoo name and num_classes it was saved "
+            "with.") from e
+    _check_finite(model, path)
+
+
+def _read_keras_model(path):
+    """A ``.keras`` file as a model, in Keras safe mode: no code from the file runs."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is truncated or corrupt: a .keras file is a zip archive and this one "
+            "cannot be opened as one. Copy it again, or save it again with model.save.")
+    scope = _SafeModeScope(True) if _SafeModeScope else contextlib.nullcontext()
+    try:
+        with scope:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:
+        if "safe_mode" in str(e):
+            raise CheckpointError(
+                f"{path} carries Python code (e.g. a Lambda layer's function); kdzoo loads "
+                ".keras files in Keras safe mode and never runs code from a file. Rebuild "
+                "the model without Lambda layers, or, only if you trust the file, load it "
+                "yourself with keras.saving.load_model(path, safe_mode=False).") from e
+        raise CheckpointError(
+            f"{path} cannot be read as a .keras model ({type(e).__name__}: {_brief(e)}). It "
+            "is truncated or corrupt (copy it or save it again with model.save), or it needs "
+            "custom layers whose module is not imported.") from e
+
+
+def _copy_layer_weights(source, target, path, skip=()):
+    """Same-named layers' weights ``source`` -> ``target``, every shape checked first."""
+    assignments, used = [], set(skip)
+    for layer in target.layers:
+        if not layer.weights or layer.name in skip:
+            continue
+        try:
+            values = source.get_layer(layer.name).get_weights()
+        except ValueError:
+            raise CheckpointError(
+                f"{path} has no layer {layer.name!r}, which {target.name} needs: it holds "
+                f"another architecture ({source.name}). Pass the zoo name of the model it "
+                "was saved from.") from None
+        got = [tuple(v.shape) for v in values]
+        need = [tuple(w.shape) for w in layer.weights]
+        if got != need:
+            raise CheckpointError(
+                f"{path}: layer {layer.name!r} has weights of shapes {got}, but "
+                f"{target.name} needs {need}. It was saved from another architecture or "
+                "class count: pass the zoo name and num_classes it was saved with.")
+        assignments.append((layer, values))
+        used.add(layer.name)
+    extra = sorted(layer.name for layer in source.layers
+                   if layer.weights and layer.name not in used)
+    if extra:
+        raise CheckpointError(
+            f"{path} has {len(extra)} layer(s) with weights that {target.name} does not "
+            f"have, e.g. {extra[:3]}: it holds another architecture. Pass the zoo name of "
+            "the model it was saved from.")
+    for layer, values in assignments:
+        layer.set_weights(values)
+    _check_finite(target, path)
+
+
+def _head_classes(model):
+    """Output units of ``model``'s Dense ``head`` layer, or None if it has none."""
+    try:
+        head = model.get_layer("head")
+    except ValueError:
+        return None
+    return int(head.weights[-1].shape[-1]) if head.weights else None
 
 
 def _transfer(source, target, skip=("head",)):
@@ -103,14 +234,20 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
       name: an architecture (``"bit_r50x1"``), a checkpoint (``"bit_r50x1.funmatch_in1k_224"``)
         or an alias (``"resnet50_funmatch_imagenet"``); ``kdzoo.list_models()`` lists them.
       weights: ``"pretrained"`` (the checkpoint's published weights), ``None`` (random init),
-        or a path to a published ``.npz`` or a Keras ``.weights.h5`` file.
+        or a path to a published ``.npz``, a Keras ``.weights.h5`` or a ``.keras`` model
+        file. A ``.keras`` file is read in Keras safe mode (a file carrying code, such as
+        a ``Lambda`` layer, is refused) and its layers' weights are copied by name into
+        the architecture ``name`` after checking every shape; its own config is not
+        returned (use ``keras.saving.load_model`` for that).
       num_classes: classes of the returned head; differing from the checkpoint's replaces
         the head with a zero-initialised one (BiT's fine-tuning practice).
       include_top: ``False`` returns the feature extractor (see ``pooling``).
       input_shape: defaults to the card's ``(input_size, input_size, channels)``.
       pooling: with ``include_top=False``: ``None`` (feature map), ``"avg"`` or ``"max"``.
 
-    The model takes raw pixels in [0, 255] and rescales them itself.
+    The model takes raw pixels in [0, 255] and rescales them itself. A file that is
+    truncated, corrupt, unsafe or does not fit raises :class:`kdzoo.errors.CheckpointError`
+    naming it; a download failing its sha256 raises :class:`kdzoo.errors.DownloadError`.
     """
     canonical = registry.resolve(name)
     card = registry.cards().get(canonical)
@@ -154,9 +291,16 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
             ckpt_classes = default_classes if card else (num_classes or default_classes)
             full = build(ckpt_classes)
             _load_weights_file(full, path)
+        elif path.endswith(".keras"):
+            source = _read_keras_model(path)
+            saved_classes = _head_classes(source)
+            ckpt_classes = saved_classes or num_classes or default_classes
+            full = build(ckpt_classes)
+            _copy_layer_weights(source, full, path, skip=() if saved_classes else ("head",))
+            del source
         else:
             raise ValueError(f"Unsupported weight file {path}: use a published BiT .npz or a "
-                             "Keras .weights.h5 file.")
+                             "Keras .weights.h5 file, or a .keras model file.")
     else:
         raise TypeError(f"weights must be 'pretrained', None or a file path, got {weights!r}.")
 

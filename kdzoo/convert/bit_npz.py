@@ -11,6 +11,7 @@ Files are read with ``allow_pickle=False``: loading never executes code.
 import os
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -32,8 +33,9 @@ def read_npz(path):
             raise CheckpointError(
                 f"{path} holds pickled Python objects; kdzoo refuses to load them because "
                 "unpickling can execute code. Re-save the arrays as plain numeric arrays.") from e
-        raise CheckpointError(f"{path} is not a valid .npz checkpoint: {e}") from e
-    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile) as e:
+        raise CheckpointError(f"{path} is not a valid .npz checkpoint ({e}). Download it "
+                              "again, or pass a published BiT .npz file.") from e
+    except (zipfile.BadZipFile, EOFError, OSError, zipfile.LargeZipFile, zlib.error) as e:
         raise CheckpointError(
             f"{path} is truncated or corrupt ({e.__class__.__name__}: {e}). Delete it and "
             "download it again.") from e
@@ -96,8 +98,8 @@ def _squeeze_leading_ones(value, target, key, layer, model, path):
         return value.reshape(target)
     raise CheckpointError(
         f"{path}: key {key!r} has shape {value.shape}, but layer {layer.name!r} of "
-        f"{model.name} needs {target}. Is this checkpoint for another architecture or "
-        "class count?")
+        f"{model.name} needs {target}. The checkpoint belongs to another architecture or "
+        "class count: pass the matching name (kdzoo.list_models('bit_*')) and num_classes.")
 
 
 def checkpoint_num_classes(params):

@@ -350,37 +350,58 @@ def open_teacher_cache(path, verify=True):
         raise FileNotFoundError(f"No teacher cache at {path}; build one with "
                                 "kdzoo.distill.cache_teacher.")
     size = os.path.getsize(path)
+    rebuild = "Rebuild it with kdzoo.distill.cache_teacher, or copy it again."
     with open(path, "rb") as f:
-        if f.read(len(MAGIC)) != MAGIC:
-            raise CheckpointError(f"{path} is not a kdzoo teacher cache (bad magic).")
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            if magic and MAGIC.startswith(magic):
+                raise CheckpointError(f"Teacher cache {path} is truncated ({size} bytes). "
+                                      f"{rebuild}")
+            raise CheckpointError(f"{path} is not a kdzoo teacher cache (bad magic). Pass a "
+                                  "file written by kdzoo.distill.cache_teacher.")
         if size < len(MAGIC) + _TRAILER.size:
-            raise CheckpointError(f"Teacher cache {path} is truncated ({size} bytes).")
+            raise CheckpointError(f"Teacher cache {path} is truncated ({size} bytes). "
+                                  f"{rebuild}")
         f.seek(size - _TRAILER.size)
         header_len, header_sha, end = _TRAILER.unpack(f.read(_TRAILER.size))
         if end != END_MAGIC:
             raise CheckpointError(
                 f"Teacher cache {path} is truncated or corrupt: no end marker (was the "
-                "copy interrupted?). Rebuild it or copy it again.")
+                f"copy interrupted?). {rebuild}")
         data_len = size - _TRAILER.size - header_len - len(MAGIC)
         if data_len < 0:
-            raise CheckpointError(f"Teacher cache {path} is corrupt: bad header length.")
+            raise CheckpointError(f"Teacher cache {path} is corrupt: bad header length. "
+                                  f"{rebuild}")
         f.seek(len(MAGIC) + data_len)
         raw = f.read(header_len)
     if hashlib.sha256(raw).digest() != header_sha:
         raise CheckpointError(f"Teacher cache {path} is corrupt: its header fails the "
-                              "sha256 check.")
-    header = json.loads(raw.decode("utf-8"))
-    if header.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"Teacher cache {path} has format version "
-                              f"{header.get('format_version')}; this kdzoo reads "
-                              f"{FORMAT_VERSION}.")
-    data = (np.memmap(path, dtype=np.uint8, mode="r", offset=len(MAGIC), shape=(data_len,))
-            if data_len else np.zeros([0], np.uint8))
-    cache = TeacherCache(path, header, data)
-    expected = cache._block_bytes() * (cache.epochs[1] - cache.epochs[0])
+                              f"sha256 check. {rebuild}")
+    try:
+        header = json.loads(raw.decode("utf-8"))
+        if header.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"Teacher cache {path} has format version "
+                                  f"{header.get('format_version')}; this kdzoo reads "
+                                  f"{FORMAT_VERSION}. Rebuild it with this kdzoo's "
+                                  "kdzoo.distill.cache_teacher.")
+        data = (np.memmap(path, dtype=np.uint8, mode="r", offset=len(MAGIC), shape=(data_len,))
+                if data_len else np.zeros([0], np.uint8))
+        cache = TeacherCache(path, header, data)
+        num_epochs = cache.epochs[1] - cache.epochs[0]
+        expected = cache._block_bytes() * num_epochs
+        hashes = len(header["epoch_sha256"])
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"Teacher cache {path} has a malformed header "
+                              f"({type(e).__name__}: {e}). {rebuild}") from e
     if expected != data_len:
         raise CheckpointError(f"Teacher cache {path} is truncated or corrupt: "
-                              f"{data_len} data bytes, the header describes {expected}.")
+                              f"{data_len} data bytes, the header describes {expected}. "
+                              f"{rebuild}")
+    if hashes != num_epochs:
+        raise CheckpointError(f"Teacher cache {path} has a malformed header: {hashes} "
+                              f"epoch sha256s for {num_epochs} epochs. {rebuild}")
     if verify:
         cache.verify()
     return cache
