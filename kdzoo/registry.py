@@ -119,6 +119,9 @@ def list_models(pattern=None):
     names = all_names()
     if pattern is None:
         return names
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a glob string such as '*funmatch*' (or None for "
+                        f"every name), got {pattern!r}.")
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 

@@ -12,7 +12,9 @@ Loading never executes code from a file: ``.npz`` files are read with
 """
 
 import contextlib
+import difflib
 import hashlib
+import numbers
 import os
 import zipfile
 
@@ -254,8 +256,9 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
     arch = registry.architectures()[card["architecture"] if card else canonical]
     default_classes = card["num_classes"] if card else arch.num_classes
     size = card["input_size"] if card else arch.input_size
-    input_shape = tuple(input_shape) if input_shape is not None else (size, size, arch.channels)
-    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+    input_shape = _check_input_shape(input_shape, (size, size, arch.channels))
+    if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1
+                                    or isinstance(num_classes, bool)):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
 
     def build(classes, top=True, pool=None):
@@ -277,10 +280,16 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
     elif isinstance(weights, (str, os.PathLike)):
         path = os.fspath(weights)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"Weight file {path} does not exist.")
+            close = difflib.get_close_matches(path, ["pretrained"], n=1, cutoff=0.6)
+            hint = " Did you mean weights='pretrained'?" if close else ""
+            raise FileNotFoundError(
+                f"Weight file {path} does not exist.{hint} Pass weights='pretrained' (the "
+                "published weights), None (random init) or the path of an existing .npz / "
+                ".weights.h5 file.")
         if path.endswith(".npz"):
             if arch.family != "bit":
-                raise ValueError(f".npz checkpoints are BiT's format; {arch.name!r} is not BiT.")
+                raise ValueError(f".npz checkpoints are BiT's format; {arch.name!r} is not BiT. "
+                                 "Pass a Keras .weights.h5 file saved from this architecture.")
             params = read_npz(path)
             ckpt_classes = checkpoint_num_classes(params) or num_classes or default_classes
             full = build(ckpt_classes)
@@ -312,6 +321,27 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
         head = model.get_layer("head")
         head.set_weights([np.zeros(w.shape, w.dtype) for w in head.get_weights()])
     return model
+
+
+def _check_input_shape(input_shape, default):
+    """``(height, width, channels)`` of positive ints (None for a free height / width)."""
+    if input_shape is None:
+        return default
+    example = f" e.g. input_shape={default}."
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or isinstance(input_shape, str) or len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels) without the batch "
+                         f"axis, got {input_shape!r};{example}")
+    for i, dim in enumerate(shape):
+        free = dim is None and i < 2
+        if not free and (isinstance(dim, bool) or not isinstance(dim, numbers.Integral)
+                         or dim < 1):
+            raise ValueError(f"input_shape must hold positive ints (None allowed for height "
+                             f"and width), got {input_shape!r};{example}")
+    return tuple(None if d is None else int(d) for d in shape)
 
 
 def _head_params(model, params):

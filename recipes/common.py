@@ -30,7 +30,7 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     flags.DEFINE_integer("batch_size", None, "Global batch size, split over replicas "
                          "(default: the paper's).")
     flags.DEFINE_integer("grid_index", None, "Run only this point of the hyper-parameter grid "
-                         "(with --grid); default: all points, one after another.")
+                         "(implies --grid); default: all points, one after another.")
     flags.DEFINE_bool("grid", False, "Sweep the paper's grid instead of the preset's values; "
                       "pick the best point on minival and print a summary table.")
     flags.DEFINE_bool("smoke", False, "Run the whole path (data, strategy, a few steps, "
@@ -42,6 +42,13 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (slower): a resumed run "
                       "then ends bit-identical to an uninterrupted one.")
     flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")
+    flags.register_validator(
+        "batch_size", lambda v: v is None or v >= 1,
+        message="--batch_size must be a positive integer (the global batch, a multiple of "
+                "the number of replicas), e.g. --batch_size=512.")
+    flags.register_validator(
+        "epochs", lambda v: v is None or v >= 1,
+        message="--epochs must be a positive integer, e.g. --epochs=10.")
     if presets:
         flags.DEFINE_enum("preset", default_preset, sorted(presets),
                           "The paper's schedule and hyper-parameters: "
@@ -104,7 +111,7 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         num_train_examples=SMOKE_EXAMPLES if smoke else None,
         eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto")
     with maybe_mock_data(smoke):
-        if not FLAGS.grid:
+        if not FLAGS.grid and FLAGS.grid_index is None:  # --grid_index implies --grid
             metrics = run_funmatch(FunMatchRun(workdir=FLAGS.workdir, params={
                 k: preset[k] for k in ("lr", "weight_decay", "temperature")}, **base))
             print(f"minival accuracy {metrics['minival']['accuracy']:.4f}  "
@@ -124,7 +131,13 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
 
 
 def define_funmatch_flags(student_default="bit_r50x1"):
+    from kdzoo import grid as grids
     from kdzoo.distill import VARIANTS
+    points = len(grids.expand_grid(grids.FUNMATCH_GRID))
+    flags.register_validator(
+        "grid_index", lambda v: v is None or 0 <= v < points,
+        message=f"--grid_index must be in [0, {points - 1}]: the paper's FunMatch grid "
+                f"has {points} points (lr x weight_decay x temperature).")
     flags.DEFINE_enum("variant", "funmatch", list(VARIANTS), "Teaching variant (Beyer et al. 2022, sec. 3).")
     flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the paper's "
                         "teacher for this dataset).")

@@ -34,6 +34,7 @@ area interpolation, like big_vision) then ``central_crop(input_size)``. Outputs
 stay float32 in [0, 255]: kdzoo models rescale their inputs themselves.
 """
 
+import numbers
 import os
 
 import tensorflow as tf
@@ -78,7 +79,8 @@ def tfds_builder(spec_or_name, data_dir=None):
     spec = get_spec(spec_or_name)
     if spec.tfds_name is None:
         raise ValueError(f"Dataset {spec.name!r} does not come from TFDS "
-                         f"(source={spec.source!r}).")
+                         f"(source={spec.source!r}); read it with "
+                         f"kdzoo.data.load_split({spec.name!r}, role).")
     kwargs = {"data_dir": os.path.expanduser(data_dir)} if data_dir else {}
     if spec.tfds_config:
         kwargs["config"] = spec.tfds_config
@@ -282,6 +284,10 @@ def make_eval_dataset(spec_or_name, role="test", data_dir=None, *, batch_size,
     ``input_context.get_per_replica_batch_size(global_batch)``.
     """
     spec = get_spec(spec_or_name)
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+            or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive int (examples per batch of this "
+                         f"input pipeline), got {batch_size!r}.")
     size = spec.input_size if size is None else int(size)
     resize_small = spec.eval_resize_small if resize_small is None else int(resize_small)
     ds = load_split(spec, role, data_dir, shuffle=False, input_context=input_context,

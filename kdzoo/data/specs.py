@@ -99,6 +99,8 @@ class DatasetSpec:
         """The split string for ``role`` in ``("train", "minival", "test")``."""
         if role not in ROLES:
             close = difflib.get_close_matches(str(role), ROLES, n=1)
+            if str(role).lower() in ("val", "valid", "validation", "dev", "eval"):
+                close = ["minival"]  # kdzoo's held-out split, whatever TFDS calls it
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"role must be one of {ROLES}, got {role!r}.{hint}")
         return getattr(self, f"{role}_split")

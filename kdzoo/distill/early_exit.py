@@ -175,8 +175,28 @@ class EarlyExit:
             rows = tf.boolean_mask(rows, keep)
         return logits_out, exit_out, tf.stack(counts)
 
-    def __call__(self, images):
+    def _check_images(self, images):
         images = tf.convert_to_tensor(images)
+        expected = tuple(self.model.network.inputs[0].shape)
+        want = "[batch, " + ", ".join("any" if d is None else str(d)
+                                      for d in expected[1:]) + "]"
+        if not (images.dtype.is_integer or images.dtype.is_floating):
+            raise TypeError(f"Early exit takes raw pixels (uint8 or float in [0, 255]) "
+                            f"shaped {want}; got dtype {images.dtype.name}.")
+        if images.shape.rank != len(expected):
+            hint = (" Add the batch axis: images[None]." if images.shape.rank ==
+                    len(expected) - 1 else "")
+            raise ValueError(f"Early exit takes images shaped {want}; got shape "
+                             f"{tuple(images.shape)}.{hint}")
+        for got, need in zip(images.shape[1:], expected[1:]):
+            if got is not None and need is not None and got != need:
+                raise ValueError(f"Early exit takes images shaped {want}; got shape "
+                                 f"{tuple(images.shape)}. Resize the images (or build the "
+                                 "backbone with that input_shape).")
+        return images
+
+    def __call__(self, images):
+        images = self._check_images(images)
         if images.dtype != tf.float32:
             images = tf.cast(images, tf.float32)
         logits, exits, rows = self._fn(images, tf.constant(self._thresholds, tf.float32))

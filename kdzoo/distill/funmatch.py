@@ -67,7 +67,8 @@ from keras import ops
 from kdzoo.data import augment
 from kdzoo.distill import losses
 from kdzoo.distill.gradients import apply_with_global_clip
-from kdzoo.distill.views import VARIANTS, ViewMaker, check_variant, is_fixed
+from kdzoo.distill.views import (VARIANTS, ViewMaker, check_number, check_size, check_variant,
+                                 is_fixed)
 
 __all__ = ["FunMatchDistiller", "VARIANTS"]
 
@@ -133,8 +134,8 @@ class FunMatchDistiller(keras.Model):
                                 f"{type(t).__name__}.")
         if not isinstance(student, keras.Model):
             raise TypeError(f"student must be a keras.Model, got {type(student).__name__}.")
-        if not float(temperature) > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        temperature = check_number(temperature, "temperature", minimum=0.0, strict=True,
+                                   hint=" T of the tempered softmax, e.g. temperature=10.0.")
         num_classes = _num_classes(student, "student")
         for t in teachers:
             k = _num_classes(t, "teacher")
@@ -143,8 +144,9 @@ class FunMatchDistiller(keras.Model):
                     f"Teacher {t.name!r} predicts {k} classes but the student "
                     f"{student.name!r} predicts {num_classes}: teacher and student must "
                     "share one label space for function matching.")
-        image_size = int(image_size)
-        teacher_image_size = int(teacher_image_size or image_size)
+        image_size = check_size(image_size, "image_size")
+        teacher_image_size = (image_size if teacher_image_size is None
+                              else check_size(teacher_image_size, "teacher_image_size"))
         self._check_input(student, "student", image_size, "image_size")
         channels = {_static_size(student)[-1]}
         for t in teachers:
@@ -152,7 +154,9 @@ class FunMatchDistiller(keras.Model):
             channels.add(_static_size(t)[-1])
         channels.discard(None)
         if len(channels) > 1:
-            raise ValueError(f"Teacher and student expect different channel counts {channels}.")
+            raise ValueError(f"Teacher and student expect different channel counts "
+                             f"{sorted(channels)}; build both with the same input_shape "
+                             "channels (e.g. kdzoo.load(..., input_shape=(H, W, C))).")
         self.num_classes = num_classes
         self.channels = channels.pop() if channels else None
         for t in teachers:
@@ -163,7 +167,10 @@ class FunMatchDistiller(keras.Model):
         self.variant = variant
         self.temperature = float(temperature)
         self.t2_scaling = bool(t2_scaling)
-        self.shuffle_buffer = int(shuffle_buffer)
+        self.shuffle_buffer = int(check_number(
+            shuffle_buffer, "shuffle_buffer", minimum=0,
+            hint=" It is the train pipeline's shuffle buffer in images; 0 turns shuffling "
+                 "off."))
         self.views = ViewMaker(
             variant, image_size, teacher_image_size, seed=seed, flip=flip,
             crop_fraction=crop_fraction, inception_area_range=inception_area_range,
@@ -347,6 +354,11 @@ class FunMatchDistiller(keras.Model):
             labels = ops.convert_to_tensor(labels)
             if len(labels.shape) == 2 and labels.shape[-1] == self.num_classes:
                 labels = ops.argmax(labels, axis=-1)  # one-hot
+            elif len(labels.shape) > 2 or (len(labels.shape) == 2
+                                           and labels.shape[-1] not in (None, 1)):
+                raise ValueError(
+                    f"Labels must be class ids of shape [batch] or one-hot of shape "
+                    f"[batch, {self.num_classes}]; got shape {tuple(labels.shape)}.")
             labels = ops.reshape(labels, (-1,))
             self.accuracy_tracker.update_state(labels, logits)
             self.teacher_accuracy_tracker.update_state(labels, targets)
@@ -510,7 +522,7 @@ class FunMatchDistiller(keras.Model):
                 n = None
         if n is not None and n < batch_size:
             raise ValueError(f"The train dataset has {n} images, fewer than one batch "
-                             f"of {batch_size}.")
+                             f"of {batch_size}; use batch_size <= {n} or more images.")
         views = self.views
         if views.fixed:
             if n is None:
@@ -570,7 +582,10 @@ class FunMatchDistiller(keras.Model):
     def make_eval_dataset(self, dataset, batch_size=32):
         """``(image, label)`` elements of any size -> batched ``(views, labels)`` for evaluate."""
         if not isinstance(dataset, tf.data.Dataset):
-            raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label).")
+            raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label); "
+                            f"got {type(dataset).__name__}. Wrap arrays with "
+                            "tf.data.Dataset.from_tensor_slices((images, labels)).")
+        batch_size = int(check_number(batch_size, "batch_size", minimum=1))
         spec = dataset.element_spec
         if not isinstance(spec, (tuple, list)) or len(spec) < 2:
             raise ValueError(f"Eval elements must be (image, label); got {spec}.")

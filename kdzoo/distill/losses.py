@@ -10,8 +10,16 @@ Pass ``t2_scaling=False`` for the plain KL.
 from keras import ops
 
 
+def _check_temperature(temperature):
+    """Python numbers must be > 0 (tensors are the caller's business)."""
+    if isinstance(temperature, (int, float)) and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (T of the tempered softmax, e.g. 1.0 "
+                         f"or 10.0), got {temperature}.")
+
+
 def tempered_probs(logits, temperature):
     """softmax(logits / T), computed in float32."""
+    _check_temperature(temperature)
     logits = ops.cast(logits, "float32")
     return ops.softmax(logits / temperature, axis=-1)
 
@@ -22,6 +30,7 @@ def kl_per_example(teacher_probs, student_logits, temperature, t2_scaling=True):
     ``teacher_probs`` are already tempered probabilities (an ensemble average or
     cached targets); the teacher side carries no gradient.
     """
+    _check_temperature(temperature)
     teacher_probs = ops.stop_gradient(ops.cast(teacher_probs, "float32"))
     student_log_probs = ops.log_softmax(
         ops.cast(student_logits, "float32") / temperature, axis=-1)

@@ -28,6 +28,7 @@ from keras import ops
 
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.losses import feature_hint, kl_divergence
+from kdzoo.distill.views import check_number
 from kdzoo.models.common import stage_names
 
 MODES = ("self_distillation", "deep_supervision")
@@ -204,14 +205,22 @@ class SelfDistillation(keras.Model):
                             "keras.Input), e.g. kdzoo.load(...) or keras.applications.*.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        if not isinstance(num_classes, int) or num_classes < 1:
+        if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
+                or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {alpha}.")
-        if float(temperature) <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        if float(feature_weight) < 0:
-            raise ValueError(f"feature_weight must be >= 0, got {feature_weight}.")
+        alpha = check_number(alpha, "alpha", minimum=0.0, maximum=1.0,
+                             hint=" It weighs KL (alpha) against CE (1 - alpha); the "
+                                  "paper uses 0.3.")
+        temperature = check_number(temperature, "temperature", minimum=0.0, strict=True,
+                                   hint=" The paper uses 3.0.")
+        feature_weight = check_number(feature_weight, "feature_weight", minimum=0.0,
+                                      hint=" 0 turns the feature hint off; the paper "
+                                           "uses 0.03.")
+        if (not isinstance(bottleneck_ratio, int) or isinstance(bottleneck_ratio, bool)
+                or bottleneck_ratio < 1):
+            raise ValueError(f"bottleneck_ratio must be a positive int (the exit "
+                             f"bottlenecks are C_deepest / ratio wide; default 4), got "
+                             f"{bottleneck_ratio!r}.")
         self.backbone = backbone
         self.num_classes = num_classes
         self.alpha = float(alpha)

@@ -31,6 +31,8 @@ target.
 """
 
 import difflib
+import math
+import numbers
 
 import tensorflow as tf
 
@@ -53,6 +55,59 @@ def check_variant(variant):
 
 def is_fixed(variant):
     return variant in FIXED_VARIANTS
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_number(value, name, *, minimum=None, strict=False, maximum=None, hint=""):
+    """``value`` as a finite float, else a TypeError / ValueError naming ``name``.
+
+    ``minimum`` is inclusive (exclusive with ``strict``), ``maximum`` inclusive.
+    """
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a number, got {value!r} "
+                        f"({type(value).__name__}).{hint}")
+    value = float(value)
+    low_ok = minimum is None or (value > minimum if strict else value >= minimum)
+    high_ok = maximum is None or value <= maximum
+    if not math.isfinite(value) or not (low_ok and high_ok):
+        lo = "" if minimum is None else (f"> {minimum}" if strict else f">= {minimum}")
+        hi = "" if maximum is None else f"<= {maximum}"
+        rule = " and ".join(r for r in (lo, hi) if r) or "finite"
+        raise ValueError(f"{name} must be {rule}, got {value}.{hint}")
+    return value
+
+
+def check_size(value, name):
+    """A square view side in pixels: a positive whole number, else a clear error."""
+    example = f" Pass the side of the square views in pixels, e.g. {name}=224."
+    if not _is_number(value):
+        raise TypeError(f"{name} must be a whole number of pixels, got {value!r} "
+                        f"({type(value).__name__}).{example}")
+    if not math.isfinite(value) or value != int(value) or value < 1:
+        raise ValueError(f"{name} must be a positive whole number of pixels, got "
+                         f"{value!r}.{example}")
+    return int(value)
+
+
+def check_area_range(area_range):
+    """``(low, high)`` with ``0 < low <= high <= 1``: inception crops' area fractions."""
+    hint = " Pass a pair of area fractions (low, high), e.g. (0.05, 1.0)."
+    try:
+        low, high = area_range
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"inception_area_range must be a pair (low, high), got "
+                        f"{area_range!r}.{hint}") from e
+    low = check_number(low, "inception_area_range[0]", minimum=0.0, strict=True,
+                       maximum=1.0, hint=hint)
+    high = check_number(high, "inception_area_range[1]", minimum=0.0, strict=True,
+                        maximum=1.0, hint=hint)
+    if low > high:
+        raise ValueError(f"inception_area_range must be (low, high) with low <= high, "
+                         f"got {tuple(area_range)}; did you mean {(high, low)}?")
+    return low, high
 
 
 class ViewMaker:
@@ -78,19 +133,25 @@ class ViewMaker:
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
                  ensemble_crops=32, eval_crop_fraction=1.0):
         self.variant = check_variant(variant)
-        self.image_size = int(image_size)
-        self.teacher_image_size = int(teacher_image_size or image_size)
+        self.image_size = check_size(image_size, "image_size")
+        self.teacher_image_size = (self.image_size if teacher_image_size is None
+                                   else check_size(teacher_image_size, "teacher_image_size"))
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+            raise TypeError(f"seed must be an int, got {seed!r} ({type(seed).__name__}).")
         self.seed = int(seed)
         self.flip = bool(flip)
-        if not 0.0 < crop_fraction <= 1.0:
-            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}.")
-        if not 0.0 < eval_crop_fraction <= 1.0:
-            raise ValueError(f"eval_crop_fraction must be in (0, 1], got {eval_crop_fraction}.")
+        if not _is_number(crop_fraction) or not 0.0 < crop_fraction <= 1.0:
+            raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction!r}.")
+        if not _is_number(eval_crop_fraction) or not 0.0 < eval_crop_fraction <= 1.0:
+            raise ValueError(f"eval_crop_fraction must be in (0, 1], got "
+                             f"{eval_crop_fraction!r}.")
         if int(ensemble_crops) < 1:
             raise ValueError(f"ensemble_crops must be >= 1, got {ensemble_crops}.")
         self.crop_fraction = float(crop_fraction)
-        self.inception_area_range = tuple(float(a) for a in inception_area_range)
-        self.mixup_alpha = float(mixup_alpha)
+        self.inception_area_range = check_area_range(inception_area_range)
+        self.mixup_alpha = check_number(
+            mixup_alpha, "mixup_alpha", minimum=0.0,
+            hint=" It is the Beta(alpha, alpha) mixup ratio; 0 turns mixup off.")
         self.ensemble_crops = int(ensemble_crops)
         self.eval_crop_fraction = float(eval_crop_fraction)
 
