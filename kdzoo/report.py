@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 
-from kdzoo.atomic import write_json
+from kdzoo.atomic import atomic_path, write_json
 
 THRESHOLDS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 STUDENTS = ("funmatch", "fix_rs", "labels")
@@ -92,6 +92,20 @@ def format_table(summary):
     return "\n".join(lines)
 
 
+def _finish(fig, ax, path, title, xlabel, ylabel):
+    """Label, save (atomically) and close one plot; returns its path."""
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_summary(summary, workdir):
     """accuracy_vs_flops.png and training_curves.png; returns their paths."""
     import matplotlib
@@ -112,14 +126,9 @@ def plot_summary(summary, workdir):
         ee = e["early_exit"]
         ax.plot([p["avg_flops"] / 1e6 for p in ee], [100 * p["accuracy"] for p in ee], "x--",
                 color=color, alpha=0.6, label=f"{name}: early exit (thresholds)")
-    ax.set_xlabel("MFLOPs per image")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title("Fashion-MNIST: accuracy vs compute")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    paths.append(os.path.join(workdir, "accuracy_vs_flops.png"))
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_finish(fig, ax, os.path.join(workdir, "accuracy_vs_flops.png"),
+                         "Fashion-MNIST: accuracy vs compute", "MFLOPs per image",
+                         "test top-1 (%)"))
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for name in MODEL_FILES:
@@ -130,15 +139,9 @@ def plot_summary(summary, workdir):
         data = np.atleast_1d(data)
         if "loss" in data.dtype.names:
             ax.plot(data["epoch"] + 1, data["loss"], "o-", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
     ax.set_yscale("log")
-    ax.set_title("Training curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    paths.append(os.path.join(workdir, "training_curves.png"))
-    fig.savefig(paths[-1], dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    paths.append(_finish(fig, ax, os.path.join(workdir, "training_curves.png"),
+                         "Training curves", "epoch", "training loss"))
     return paths
 
 
