@@ -15,7 +15,7 @@ data:
 	  echo "note: dataset-fashion-mnist not installed; kdzoo will try keras.datasets"
 
 test: install data
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=15 tests
 
 demo: install data
 	$(PYTHON) recipes/fashion_mnist.py --workdir runs/fashion_mnist

@@ -3,14 +3,15 @@
 1. Training step: a 4-exit ``SelfDistillation`` around a CIFAR ResNet-18 vs the
    plain backbone with cross entropy (images/s, same batches).
 2. Trains the 4-exit model on real Fashion-MNIST (padded to 32x32), calibrates
-   a shared threshold on half of the test set for "at most 1 point below the
+   a shared threshold on half of the test set for "at most 0.5 points below the
    deepest exit", and reports on the other half, for several thresholds:
    accuracy, average sections run, average FLOPs (fraction of the plain
    network) and images/s of ``EarlyExit`` vs the plain network.
 
 Prints a table, then ONE JSON line: ``ratio`` = early-exit images/s at the
-calibrated threshold / plain-network images/s; ``goal`` = 1.0 (above it early
-exit is really faster, not just fewer FLOPs on paper).
+calibrated threshold / plain-network images/s, ``goal`` = 1.5 (the issue's
+target: 1.5x the images/s at <= 0.5 points accuracy loss); ``train_step_cost``
+= plain / 4-exit training images/s, goal ``train_step_cost_goal`` = 1.3 (at most).
 
     python benchmarks/self_distill.py --quick
 """
@@ -77,7 +78,7 @@ def main():
     args = parser.parse_args()
     width, n_train, epochs, batch = (8, 1024, 1, 64) if args.quick else (16, 15000, 2, 128)
     timing_steps = 8 if args.quick else 20
-    repeats = 5
+    repeats = 2 if args.quick else 5
     infer_batch = 256
 
     keras.utils.set_random_seed(args.seed)
@@ -125,8 +126,8 @@ def main():
     print(f"FLOPs to exit k (MFLOPs): {[round(f / 1e6, 2) for f in flops['to_exit']]}")
 
     cal_full = float(np.mean(sd.predict(x_cal, verbose=0)[-1].argmax(-1) == y_cal))
-    cal = ee.calibrate_thresholds(sd, x_cal, y_cal, target_accuracy=cal_full - 0.01)
-    print(f"calibrated threshold {cal['thresholds'][0]:.4f} for <= 1 point below the deepest "
+    cal = ee.calibrate_thresholds(sd, x_cal, y_cal, target_accuracy=cal_full - 0.005)
+    print(f"calibrated threshold {cal['thresholds'][0]:.4f} for <= 0.5 points below the deepest "
           f"exit on held-out half (met={cal['met']})")
 
     runner = ee.EarlyExit(sd, cal["thresholds"])
@@ -141,7 +142,8 @@ def main():
     print(f"{'threshold':>10} {'top-1':>7} {'sections':>9} {'FLOPs':>7} {'img/s':>7} "
           f"{'speed-up':>8}  exit fractions   (speed-up: median over {repeats} "
           "interleaved plain/early-exit runs)")
-    for t in [0.5, 0.8, 0.9, 0.95, 0.99, cal["thresholds"][0], 1.0]:
+    sweep = [0.9] if args.quick else [0.5, 0.8, 0.9, 0.95, 0.99]
+    for t in [*sweep, cal["thresholds"][0], 1.0]:
         runner.thresholds = [t] * (sd.num_exits - 1)
         runner(x_eval[:infer_batch])  # warm-up
         ratios, rates = [], []
@@ -163,15 +165,16 @@ def main():
     print(json.dumps({
         "benchmark": "self_distill",
         "ratio": round(calibrated["speedup"], 3),
-        "goal": 1.0,
+        "goal": 1.5,
         "what": "median of interleaved (early-exit img/s at the threshold calibrated for "
-                "<=1pt loss) / (plain network img/s)",
+                "<=0.5pt loss) / (plain network img/s)",
         "calibrated_threshold": round(cal["thresholds"][0], 4),
         "early_exit_top1": round(calibrated["accuracy"], 4),
         "plain_top1": round(full_acc, 4),
         "flops_fraction": round(calibrated["flops_fraction"], 3),
         "avg_sections": round(calibrated["avg_sections"], 3),
         "train_step_cost": round(plain_ips / sd_ips, 3),
+        "train_step_cost_goal": 1.3,
         "quick": args.quick,
     }))
 

@@ -1,7 +1,6 @@
 """Preemption: SIGKILL a short recipe run at several points, resume, compare to an unkilled run.
 
 Kill points (the run: pets --smoke, 3 epochs of 2 steps, a checkpoint per epoch):
-  * ``epoch``       -- polled from outside: as soon as the first checkpoint exists;
   * ``between:4``   -- mid-epoch, as step 4 (epoch 2, step 2) is about to start;
   * ``during:3``    -- mid-step: a timer fires while step 3 (epoch 2, step 1) runs;
   * ``ckpt-write:2``  -- mid-checkpoint-write: epoch 2's weights file is half written
@@ -12,12 +11,12 @@ Each resumed run must end with exactly the weights and test metrics of the unkil
 and a half-written checkpoint is never loaded (the temp file is removed on resume).
 """
 
+import concurrent.futures
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -74,7 +73,7 @@ sys.path.insert(0, os.path.dirname(sys.argv[0]))
 runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
-KILL_POINTS = ["epoch", "between:4", "during:3", "ckpt-write:2", "state-write:2"]
+KILL_POINTS = ["between:4", "during:3", "ckpt-write:2", "state-write:2"]
 
 
 def _weights(workdir):
@@ -85,55 +84,58 @@ def _weights(workdir):
     return [np.asarray(w) for w in model.get_weights()]
 
 
-def _kill_polling_for_first_checkpoint(workdir):
-    victim = subprocess.Popen([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = os.path.join(workdir, "checkpoints", "state.json")
-    deadline = time.time() + 300
-    while not os.path.exists(state) and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.02)
-    os.kill(victim.pid, signal.SIGKILL)
-    return victim.wait()
+def _kill_then_resume(point, workdir):
+    """Kill a run at ``point``, note what the kill left, resume it; returns the notes."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    killed = subprocess.run([sys.executable, "-c", KILLER, point, RECIPE, *ARGS, "--workdir",
+                             workdir], env=ENV, capture_output=True, timeout=600)
+    notes = {"killed_rc": killed.returncode,
+             "metrics_after_kill": os.path.exists(os.path.join(workdir, "metrics.json"))}
+    if os.path.exists(os.path.join(ckpt, "state.json")):
+        notes["state"] = json.load(open(os.path.join(ckpt, "state.json")))
+        notes["leftovers"] = [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
+        notes["ckpt2_exists"] = os.path.exists(os.path.join(ckpt, "ckpt-000002.weights.h5"))
+    resumed = subprocess.run([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
+                             capture_output=True, text=True, timeout=600)
+    notes["resumed_rc"], notes["log"] = resumed.returncode, resumed.stdout + resumed.stderr
+    if os.path.isdir(ckpt):
+        notes["leftovers_after_resume"] = [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
+    return notes
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("whole"))
-    run = subprocess.run([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return _weights(workdir), json.load(open(os.path.join(workdir, "metrics.json")))
+def runs(tmp_path_factory):
+    """The unkilled run and every kill-then-resume, three processes at a time."""
+    whole = str(tmp_path_factory.mktemp("whole"))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+        base = pool.submit(subprocess.run, [sys.executable, RECIPE, *ARGS, "--workdir", whole],
+                           env=ENV, capture_output=True, text=True, timeout=600)
+        dirs = {p: str(tmp_path_factory.mktemp(p.replace(":", "-"))) for p in KILL_POINTS}
+        killed = {p: pool.submit(_kill_then_resume, p, dirs[p]) for p in KILL_POINTS}
+        base = base.result()
+        assert base.returncode == 0, base.stderr[-3000:]
+        whole_result = (_weights(whole), json.load(open(os.path.join(whole, "metrics.json"))))
+        return whole_result, {p: (f.result(), dirs[p]) for p, f in killed.items()}
 
 
 @pytest.mark.parametrize("point", KILL_POINTS)
-def test_sigkill_then_resume_equals_an_uninterrupted_run(point, tmp_path, uninterrupted):
-    workdir = str(tmp_path / "run")
-    ckpt = os.path.join(workdir, "checkpoints")
-    if point == "epoch":
-        rc = _kill_polling_for_first_checkpoint(workdir)
-    else:
-        rc = subprocess.run([sys.executable, "-c", KILLER, point, RECIPE, *ARGS, "--workdir",
-                             workdir], env=ENV, capture_output=True, timeout=600).returncode
+def test_sigkill_then_resume_equals_an_uninterrupted_run(point, runs):
+    (weights, metrics), killed = runs
+    notes, workdir = killed[point]
+    rc = notes["killed_rc"]
     assert rc == -signal.SIGKILL, f"the run was not killed at {point} (exit {rc})"
-    assert not os.path.exists(os.path.join(workdir, "metrics.json"))
-    state = json.load(open(os.path.join(ckpt, "state.json")))
-    expected_epoch = {"epoch": None, "between:4": 1, "during:3": 1, "ckpt-write:2": 1,
-                      "state-write:2": 1}[point]
-    if expected_epoch is not None:
-        assert state["epoch"] == expected_epoch, state
-    leftovers = [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
+    assert not notes["metrics_after_kill"]
+    state = notes["state"]
+    assert state["epoch"] == 1, state  # every kill point lies in epoch 2
     if point == "ckpt-write:2":
-        assert leftovers, "the kill should have left a half-written temp file"
+        assert notes["leftovers"], "the kill should have left a half-written temp file"
     if point == "state-write:2":
-        assert os.path.exists(os.path.join(ckpt, "ckpt-000002.weights.h5"))
+        assert notes["ckpt2_exists"]
 
-    resumed = subprocess.run([sys.executable, RECIPE, *ARGS, "--workdir", workdir], env=ENV,
-                             capture_output=True, text=True, timeout=600)
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-3000:]
+    log = notes["log"]
+    assert notes["resumed_rc"] == 0, log[-3000:]
     assert f"Epoch {state['epoch'] + 1}/3" in log and f"Epoch {state['epoch']}/3" not in log
-    assert not [f for f in os.listdir(ckpt) if f.startswith(".tmp-")]
-    weights, metrics = uninterrupted
+    assert not notes["leftovers_after_resume"]
     for a, b in zip(weights, _weights(workdir), strict=True):
         np.testing.assert_array_equal(a, b)
     assert json.load(open(os.path.join(workdir, "metrics.json")))["test"] == metrics["test"]

@@ -94,24 +94,45 @@ def test_mirrored_over_two_cpus_matches_the_default_strategy(tmp_path):
     assert abs(loss_default - loss_mirrored) <= 1e-3 * max(abs(loss_default), 1.0)
 
 
+SMOKES = {**{r: (r, "--smoke") for r in ("flowers102", "food101", "sun397", "imagenet")},
+          **{f"cifar100-{m}": ("cifar100", "--smoke", "--mode", m)
+             for m in ("self_distillation", "plain")}}
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """Every recipe's --smoke run, three processes at a time (much of a smoke run is
+    single-threaded tracing and compiling): name -> (exit code, stderr, workdir)."""
+    pending, running, done = list(SMOKES.items()), [], {}
+    while pending or running:
+        while pending and len(running) < 3:
+            name, (recipe, *args) = pending.pop(0)
+            workdir = tmp_path_factory.mktemp(name)
+            with open(workdir / "stderr.txt", "w") as log:  # a file: a pipe could fill up
+                proc = subprocess.Popen(_recipe(recipe, *args, "--workdir", str(workdir)),
+                                        env=ENV, stdout=subprocess.DEVNULL, stderr=log)
+            running.append((name, proc, workdir))
+        name, proc, workdir = running.pop(0)
+        proc.wait(timeout=600)
+        done[name] = (proc.returncode, (workdir / "stderr.txt").read_text(), workdir)
+    return done
+
+
 @pytest.mark.parametrize("recipe", ["flowers102", "food101", "sun397", "imagenet"])
-def test_every_funmatch_recipe_runs_its_smoke_path(recipe, tmp_path):
-    result = subprocess.run(_recipe(recipe, "--smoke", "--workdir", str(tmp_path)), env=ENV,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.load(open(tmp_path / "metrics.json"))
+def test_every_funmatch_recipe_runs_its_smoke_path(recipe, smoke_runs):
+    returncode, stderr, workdir = smoke_runs[recipe]
+    assert returncode == 0, stderr[-3000:]
+    metrics = json.load(open(workdir / "metrics.json"))
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and "agreement" in metrics["test"]
-    assert os.listdir(tmp_path / "logs"), "no TensorBoard logs"
-    assert checkpointing.read_state(str(tmp_path / "checkpoints"))["epoch"] == 1
+    assert os.listdir(workdir / "logs"), "no TensorBoard logs"
+    assert checkpointing.read_state(str(workdir / "checkpoints"))["epoch"] == 1
 
 
 @pytest.mark.parametrize("mode", ["self_distillation", "plain"])
-def test_cifar100_recipe_runs_its_smoke_path(mode, tmp_path):
-    result = subprocess.run(_recipe("cifar100", "--smoke", "--mode", mode, "--workdir",
-                                    str(tmp_path)), env=ENV, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    test = json.load(open(tmp_path / "metrics.json"))["test"]
+def test_cifar100_recipe_runs_its_smoke_path(mode, smoke_runs):
+    returncode, stderr, workdir = smoke_runs[f"cifar100-{mode}"]
+    assert returncode == 0, stderr[-3000:]
+    test = json.load(open(workdir / "metrics.json"))["test"]
     if mode == "plain":
         assert set(test) >= {"accuracy", "loss"}
     else:
