@@ -101,7 +101,7 @@ def main(argv):
     for seed in seeds:
         workdir = FLAGS.workdir if len(seeds) == 1 else os.path.join(FLAGS.workdir, f"seed-{seed}")
         run_all(workdir, seed, scale)
-        summary = report.fashion_mnist_summary(workdir)
+        summary = report.summary_of(workdir, FLAGS.data_dir)
         summaries.append(summary)
         print(report.format_table(summary))
         if FLAGS.plots:

@@ -66,6 +66,9 @@ def test_demo_runs_end_to_end_and_resumes_by_skipping_finished_stages(tmp_path):
     assert (tmp_path / "accuracy_vs_flops.png").stat().st_size > 10_000
     assert (tmp_path / "training_curves.png").stat().st_size > 10_000
     assert "| funmatch |" in first.stdout
+    measured_at = os.path.getmtime(tmp_path / "metrics.json")
     again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0
     assert again.stdout.count("already done") == 6
+    assert "| funmatch |" in again.stdout  # the table again, from the saved summary
+    assert os.path.getmtime(tmp_path / "metrics.json") == measured_at
