@@ -8,6 +8,17 @@ import tempfile
 TEMP_PREFIX = ".tmp-"  # what a killed writer can leave behind; never a final name
 
 
+def _read_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which would briefly change the
+# mode of files other threads (e.g. TensorBoard's writer) create at the same moment.
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
@@ -18,7 +29,7 @@ def atomic_path(path, suffix=""):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=suffix)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the final file gets the usual mode
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; the final file gets the usual mode
     try:
         yield tmp
         os.replace(tmp, path)
@@ -27,19 +38,18 @@ def atomic_path(path, suffix=""):
             os.remove(tmp)
 
 
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def write_text(path, text, suffix=""):
+    """A text file, fsynced and renamed into place."""
+    with atomic_path(path, suffix) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_json(path, obj):
     """JSON, fsynced and renamed into place."""
-    with atomic_path(path, ".json") as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n", ".json")
 
 
 def save_weights(model, path):

@@ -38,9 +38,14 @@ def read_state(directory):
     return state
 
 
+def non_finite_weights(model):
+    """Paths of ``model``'s float weights holding NaN or Inf (empty when all are finite)."""
+    return [w.path for w in model.weights if "float" in str(w.dtype)
+            and not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
+
+
 def weights_are_finite(model):
-    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(w))) for w in model.weights
-               if "float" in str(w.dtype))
+    return not non_finite_weights(model)
 
 
 def remove_partial_writes(directory):

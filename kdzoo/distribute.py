@@ -42,27 +42,31 @@ __all__ = ["STRATEGY_NAMES", "get_strategy", "split_batch", "configure_logical_c
 STRATEGY_NAMES = ("auto", "default", "mirrored", "multi_worker", "tpu", "one_device")
 
 
-def tf_config_cluster():
-    """The ``cluster`` dict of ``$TF_CONFIG`` (``{}`` when unset or empty)."""
+def _tf_config():
+    """``$TF_CONFIG`` as a dict (``{}`` when unset or empty)."""
     raw = os.environ.get("TF_CONFIG", "").strip()
     if not raw:
         return {}
     try:
-        config = json.loads(raw)
+        return json.loads(raw)
     except json.JSONDecodeError as e:
         raise ValueError(f"TF_CONFIG is not valid JSON: {e}") from e
-    return dict(config.get("cluster") or {})
+
+
+def tf_config_cluster():
+    """The ``cluster`` dict of ``$TF_CONFIG`` (``{}`` when unset or empty)."""
+    return dict(_tf_config().get("cluster") or {})
 
 
 def worker_subdir():
     """``None`` for the process that writes a run's files (chief, or single process),
     else ``"worker-<i>"``: other workers keep their logs and checkpoints apart so two
     processes never write the same file."""
-    raw = os.environ.get("TF_CONFIG", "").strip()
-    task = (json.loads(raw).get("task") or {}) if raw else {}
+    config = _tf_config()
+    task = config.get("task") or {}
     kind, index = task.get("type"), int(task.get("index", 0))
     if kind in (None, "chief") or (kind == "worker" and index == 0
-                                    and "chief" not in tf_config_cluster()):
+                                    and "chief" not in (config.get("cluster") or {})):
         return None
     return f"{kind}-{index}"
 

@@ -22,7 +22,8 @@ import keras
 import numpy as np
 
 from kdzoo import registry
-from kdzoo.atomic import atomic_path, save_weights
+from kdzoo.atomic import save_weights, write_text
+from kdzoo.checkpointing import non_finite_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, load_bit_npz, read_npz, assign_bit_weights
 from kdzoo.errors import CheckpointError, DownloadError
 
@@ -107,9 +108,7 @@ def _pretrained_path(card, build_full):
         raise CheckpointError(f"{e} kdzoo deleted it from its download cache; the next "
                               "kdzoo.load downloads it afresh.") from e
     save_weights(model, converted)
-    with atomic_path(converted + ".sha256", ".sha256") as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(sha256_of(converted) + "\n")
+    write_text(converted + ".sha256", sha256_of(converted) + "\n", ".sha256")
     return converted
 
 
@@ -130,11 +129,11 @@ def _brief(error, limit=400):
 
 
 def _check_finite(model, path):
-    for w in model.weights:
-        if "float" in str(w.dtype) and not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
-            raise CheckpointError(f"{path}: weight {w.path!r} holds NaN or Inf values; the file "
-                                  "is corrupt or comes from a diverged run. Use another "
-                                  "checkpoint.")
+    bad = non_finite_weights(model)
+    if bad:
+        raise CheckpointError(f"{path}: weight {bad[0]!r} holds NaN or Inf values; the file "
+                              "is corrupt or comes from a diverged run. Use another "
+                              "checkpoint.")
 
 
 def _load_weights_file(model, path):
