@@ -1,11 +1,32 @@
 # The two commands a fresh machine needs: `make demo` (the main job) and `make test`.
-PYTHON ?= python3
+#
+# Everything runs in a project virtual environment, .venv, so a stock Debian/Ubuntu
+# Python (which refuses `pip install` into the system: "externally managed") works.
+# Where python3 already is a virtual environment (an activated venv, conda), it is used
+# as it is; a pyenv interpreter gets the project .venv like any other. PYTHON=... overrides.
+SYSTEM_PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+IN_VENV := $(shell $(SYSTEM_PYTHON) -c 'import sys; print(int(sys.prefix != sys.base_prefix))' 2>/dev/null)
+ifeq ($(IN_VENV),1)
+PYTHON ?= $(SYSTEM_PYTHON)
+else
+PYTHON ?= .venv/bin/python
+endif
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+PYTEST := $(PYTHON) -m pytest -q --durations=15
 
-.PHONY: install data test demo table
+.PHONY: install venv data test test-fast demo table
 
-install:
+# python3 -m venv needs Debian's python3-venv (ensurepip); install it where apt exists.
+.venv/bin/python:
+	$(SYSTEM_PYTHON) -m venv .venv || { command -v apt-get >/dev/null && \
+	  ($(SUDO) apt-get install -y -qq python3-venv || \
+	   ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv)) && \
+	  rm -rf .venv && $(SYSTEM_PYTHON) -m venv .venv; }
+
+venv: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
+
+install: venv
 	$(PYTHON) -m pip install -q -e ".[cpu,test]"
 
 # Debian's offline Fashion-MNIST; where apt is unavailable kdzoo falls back to keras.datasets.
@@ -15,7 +36,11 @@ data:
 	  echo "note: dataset-fashion-mnist not installed; kdzoo will try keras.datasets"
 
 test: install data
-	$(PYTHON) -m pytest -q --durations=15 tests
+	$(PYTEST) tests
+
+# The edit loop: everything but the tests marked slow (demo, kill-and-resume, multi-worker).
+test-fast: install data
+	$(PYTEST) -m "not slow" tests
 
 demo: install data
 	$(PYTHON) recipes/fashion_mnist.py --workdir runs/fashion_mnist

@@ -331,3 +331,31 @@ def test_no_prints_in_library():
     for module in (a, b):
         with open(module.__file__) as f:
             assert "print(" not in f.read()
+
+
+@pytest.mark.parametrize("onednn", ["1", "0"])
+def test_early_exit_with_empty_deeper_sections(onednn):
+    """Thresholds that empty every deeper section must not launch (or crash) them.
+
+    oneDNN's Conv2D/BatchNormalization fail on a batch of 0 rows; run with it on and off
+    in a fresh process each, on a zoo CIFAR net and the Fashion-MNIST net.
+    """
+    import json
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "scripts", "early_exit_empty_sections.py")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS=onednn)
+    proc = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {r["arch"] for r in results} == {"cifar_resnet18", "fmnist_cnn_w16"}
+    for r in results:
+        n = len(r["section_rows"])
+        if r.get("mixed"):
+            assert r["section_rows"] == [1, 1] + [0] * (n - 2), r
+            assert r["exits"] == [2], r
+        else:
+            assert r["section_rows"] == [r["batch"]] + [0] * (n - 1), r
+            assert r["exits"] == [1] * r["batch"], r
+        assert r["max_abs_diff"] < 1e-4, r

@@ -140,6 +140,8 @@ class EarlyExit:
         self.sections, self.heads = split_sections(model)
         self.thresholds = thresholds
         self.flops = exit_flops(model)
+        self._section_outputs = [(tuple(s.outputs[0].shape[1:]), s.outputs[0].dtype)
+                                 for s in self.sections]
         self._fn = tf.function(self._run, reduce_retracing=True)
 
     @property
@@ -158,9 +160,8 @@ class EarlyExit:
         counts = []
         h = x
         for k in range(self.num_exits):
-            h = self.sections[k](h, training=False)
             counts.append(tf.shape(h)[0])
-            z = tf.cast(self.heads[k](h, training=False), tf.float32)
+            h, z = self._section_and_head(k, h)
             if k == self.num_exits - 1:
                 logits_out = tf.tensor_scatter_nd_update(logits_out, rows[:, None], z)
                 break
@@ -174,6 +175,26 @@ class EarlyExit:
             h = tf.boolean_mask(h, keep)
             rows = tf.boolean_mask(rows, keep)
         return logits_out, exit_out, tf.stack(counts)
+
+    def _section_and_head(self, k, h):
+        """Section k and its classifier on the rows left, or nothing when none are left.
+
+        A section that receives no rows launches no kernel: ``tf.cond`` skips it. Besides
+        saving the call, this matters for correctness: oneDNN's Conv2D and
+        BatchNormalization kernels fail on an empty batch (``Incompatible shapes:
+        [0,8,8,16] vs. [32]``), which single images and low thresholds produce.
+        """
+        feat_shape, feat_dtype = self._section_outputs[k]
+
+        def run():
+            f = self.sections[k](h, training=False)
+            return f, tf.cast(self.heads[k](f, training=False), tf.float32)
+
+        def skip():
+            return (tf.zeros([0, *feat_shape], feat_dtype),
+                    tf.zeros([0, self.model.num_classes], tf.float32))
+
+        return tf.cond(tf.shape(h)[0] > 0, run, skip)
 
     def _check_images(self, images):
         images = tf.convert_to_tensor(images)
