@@ -1,7 +1,8 @@
 """Names -> architectures and pretrained model cards, with aliases and did-you-mean.
 
 Architectures are registered in code (each ``kdzoo/models/*.py`` calls
-:func:`register_architecture` at import). Pretrained checkpoints are data: one
+:func:`register_architecture` at import; ``kdzoo/models/__init__.py`` imports them all,
+and a test checks that every module there is imported and registers something). Pretrained checkpoints are data: one
 JSON model card per checkpoint in ``kdzoo/pretrained/``.
 """
 
@@ -51,12 +52,13 @@ def register_architecture(name, builder, *, input_size, num_classes, family,
     return builder
 
 
-def _ensure_models_imported():
-    import kdzoo.models  # noqa: F401  (registers every architecture)
-
-
 def architectures():
-    _ensure_models_imported()
+    """Every registered architecture by name.
+
+    The registry never imports the model modules (that would be an import cycle: they
+    import it to register). ``import kdzoo`` imports ``kdzoo.models``, and importing any
+    ``kdzoo.*`` module imports the package first, so every family is registered here.
+    """
     return dict(_ARCHITECTURES)
 
 

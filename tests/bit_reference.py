@@ -1,6 +1,6 @@
 """An independent NumPy BiT ResNet-v2 and a writer of checkpoints in the published layout.
 
-Written from the published key names and the paper's description (DESIGN.md), not
+Written from the published key names and the BiT paper's description, not
 from kdzoo's code, so the tests compare two separate implementations.
 """
 
