@@ -94,8 +94,9 @@ def save_checkpoint(model, path):
 
 def load_checkpoint(model, path):
     """Load a :func:`save_checkpoint` file (builds the optimizer first, so its slots load)."""
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
     saving_lib.load_weights_only(model, path, objects_to_skip=skipped_objects(model) or None)
 
 

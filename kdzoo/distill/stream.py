@@ -65,7 +65,11 @@ def start_position(step, batch_size, num_examples):
 
 
 def _shuffled(ds, buffer, seed, epoch):
-    shuffle_seed = augment.make_key(seed, augment.SHUFFLE, epoch)[0]
+    # One int64 drawn from the whole key: the key's first element alone does not depend
+    # on the epoch (fold_in changes the second), which once gave every epoch one order.
+    shuffle_seed = tf.random.stateless_uniform(
+        [], augment.make_key(seed, augment.SHUFFLE, epoch), minval=None, maxval=None,
+        dtype=tf.int64)
     # tf.data pairs an op seed with the graph's global seed; pin the latter (in this
     # traced function only) so the order depends on (seed, epoch) alone, never on
     # tf.random.set_seed / keras.utils.set_random_seed.
