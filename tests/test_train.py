@@ -282,13 +282,15 @@ def test_recipe_command_line_errors_are_one_clear_message(tmp_path):
         "bad-teacher": _recipe("pets", "--dry_run", "--teacher", str(tmp_path / "no.npz")),
     })
     rc, text, _ = results["help"]
-    for flag in ("--workdir", "--data_dir", "--batch_size", "--epochs", "--dry_run",
-                 "--checkpoint_every_steps", "--preset", "--variant", "--teacher"):
-        assert flag in text, flag
+    for flag in ("workdir", "data_dir", "batch_size", "epochs", "[no]dry_run",
+                 "checkpoint_every_steps", "preset", "variant", "teacher", "[no]smoke"):
+        assert f"--{flag}:" in text, flag
     rc, _, err = results["no-data"]
     assert rc != 0 and "Traceback" not in err
     assert "tfds build oxford_iiit_pet" in err and "--data_dir" in err
-    assert not keras_home.exists()  # nothing was downloaded before the data check
+    # Nothing was fetched before the data check (Keras itself only writes keras.json).
+    fetched = [p for p in keras_home.rglob("*") if p.is_file() and p.name != "keras.json"]
+    assert not fetched and not (keras_home / "kdzoo").exists(), fetched
     rc, _, err = results["bad-flag"]
     assert rc != 0 and "Traceback" not in err and "batch_sise" in err
     rc, _, err = results["bad-teacher"]
