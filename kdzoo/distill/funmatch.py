@@ -51,7 +51,9 @@ Evaluation
 largest central square (``eval_crop_fraction``) resized to each model's size,
 in the step (antialiased, except under ``jit_compile=True``, where XLA only
 has plain bilinear resizing). For variable-size validation images, or
-antialiased views under XLA, use :meth:`make_eval_dataset`. Metrics: ``loss`` (the distillation KL),
+antialiased views under XLA, use :meth:`make_eval_dataset`; its
+``resize_small=`` gives the authors' ``resize_small(R)|central_crop(S)``
+(what ``kdzoo.train`` evaluates with). Metrics: ``loss`` (the distillation KL),
 ``accuracy`` (student top-1), ``agreement`` (student/teacher top-1
 agreement) and ``teacher_accuracy``.
 """
