@@ -1,41 +1,116 @@
-"""Checkpoints that survive preemption, and a guard against non-finite losses.
+"""Checkpoints that survive preemption and scale to paper-size runs; a non-finite guard.
 
-A checkpoint is ``ckpt-EEEEEE.weights.h5`` (model *and* optimizer state) plus
-``state.json`` naming the newest complete one. Both are written to a temporary
-file and renamed, weights first, so a kill at any moment leaves ``state.json``
-pointing at a complete file; the previous checkpoint is kept until the next
-one is complete. Training data must be a pure function of (seed, epoch) for a
-resumed run to see exactly what an uninterrupted run would have seen.
+A checkpoint is ``ckpt-EEEEEE.weights.h5`` (``E`` = Keras epochs completed, each
+epoch being one logging / checkpoint interval of the runner) plus ``state.json``
+naming the newest complete one (``{"epoch", "step", "weights"}``).
+
+What a checkpoint holds: the trained model's variables and the optimizer state,
+never a frozen teacher (a distiller's ``teachers`` and its metric trackers are
+skipped): the teacher is rebuilt from its model card or file on resume, so a
+checkpoint of BiT-R152x2 -> R50x1 costs the student and its two Adam slots, not
+another 236M parameters. The train stream's position is the step count, which
+the runner derives from the epoch (:mod:`kdzoo.distill.stream` reproduces any step).
+
+Atomicity: weights then ``state.json`` are written to temporary files and
+renamed, so a kill at any moment leaves ``state.json`` naming a complete file;
+the previous checkpoints (the last ``keep``) stay until a newer one is complete.
+Damage done afterwards (an emptied ``state.json``, a truncated file) is survived
+by :func:`restore`: it warns, naming the file, and falls back to the newest
+checkpoint that loads.
 """
 
 import json
 import math
 import os
+import re
+import time
+import warnings
 
+import h5py
 import keras
 import numpy as np
+from keras.src.saving import saving_lib
 
-from kdzoo.atomic import TEMP_PREFIX, save_weights, write_json  # noqa: F401  (write_json re-exported)
+from kdzoo.atomic import TEMP_PREFIX, atomic_path, write_json  # noqa: F401  (write_json re-exported)
+from kdzoo.errors import CheckpointError
 
 STATE_FILE = "state.json"
+_CKPT = re.compile(r"^ckpt-(\d{6,})\.weights\.h5$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a training loss becomes NaN or Inf."""
 
 
+def checkpoint_name(epoch):
+    return f"ckpt-{int(epoch):06d}.weights.h5"
+
+
+def checkpoint_files(directory):
+    """``[(epoch, file name)]`` of the checkpoint files in ``directory``, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    found = [(int(m.group(1)), f) for f in os.listdir(directory) if (m := _CKPT.match(f))]
+    return sorted(found, reverse=True)
+
+
 def read_state(directory):
-    """``{"epoch": E, "weights": file}`` of the newest complete checkpoint, or None."""
+    """``{"epoch": E, "weights": file, ...}`` of the newest complete checkpoint, or None.
+
+    Raises :class:`kdzoo.errors.CheckpointError` naming ``state.json`` when it is
+    unreadable or names a file that is missing (:func:`restore` falls back instead).
+    """
     path = os.path.join(directory, STATE_FILE)
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        state = json.load(f)
-    if not os.path.exists(os.path.join(directory, state["weights"])):
-        raise FileNotFoundError(
-            f"{path} names {state['weights']}, which is missing; the checkpoint directory "
-            "was modified by hand. Delete the directory to start afresh.")
-    return state
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+        epoch, weights = int(state["epoch"]), str(state["weights"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e}).") from e
+    if not os.path.exists(os.path.join(directory, weights)):
+        raise CheckpointError(
+            f"{path} names {weights}, which is missing; the checkpoint directory was "
+            "modified by hand. Delete the directory to start afresh.")
+    return dict(state, epoch=epoch, weights=weights)
+
+
+def skipped_objects(model):
+    """What a checkpoint of ``model`` leaves out: frozen teachers and metric trackers.
+
+    Only models with a ``teachers`` attribute (:class:`kdzoo.FunMatchDistiller`)
+    skip anything: their teachers are rebuilt from the card, their trackers reset.
+    """
+    teachers = list(getattr(model, "teachers", None) or [])
+    return teachers + list(model.metrics) if teachers else []
+
+
+def save_checkpoint(model, path):
+    """Model (minus :func:`skipped_objects`) + optimizer variables to ``path``, atomically."""
+    with atomic_path(path, ".weights.h5") as tmp:
+        saving_lib.save_weights_only(model, tmp, objects_to_skip=skipped_objects(model) or None)
+
+
+def load_checkpoint(model, path):
+    """Load a :func:`save_checkpoint` file (builds the optimizer first, so its slots load)."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    saving_lib.load_weights_only(model, path, objects_to_skip=skipped_objects(model) or None)
+
+
+def checkpoint_variable_count(path):
+    """Number of arrays stored in a ``.weights.h5`` checkpoint (what it really holds)."""
+    count = 0
+
+    def visit(_, obj):
+        nonlocal count
+        count += isinstance(obj, h5py.Dataset)
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return count
 
 
 def non_finite_weights(model):
@@ -58,41 +133,83 @@ def remove_partial_writes(directory):
     return partial
 
 
-def restore(model, directory):
-    """Load the newest checkpoint into ``model``; returns the epoch to start from (0 if none).
+def _candidates(directory):
+    """Checkpoint files to try, best first: the one ``state.json`` names, then older ones."""
+    files = checkpoint_files(directory)
+    try:
+        state = read_state(directory)
+    except CheckpointError as e:
+        older = files[0][1] if files else None
+        warnings.warn(f"{e} Falling back to the newest checkpoint file"
+                      + (f" ({older})." if older else ": there is none, starting afresh."),
+                      RuntimeWarning, stacklevel=3)
+        return files
+    if state is None:
+        return []
+    # A complete file newer than state.json (killed between the two renames) is not
+    # trusted: state.json is the commit point. Older files are the fallbacks.
+    return [(state["epoch"], state["weights"])] + [(e, f) for e, f in files
+                                                   if e < state["epoch"]]
 
-    Only what ``state.json`` names is read: a checkpoint a kill interrupted is a
-    temporary file (removed here) or a complete file ``state.json`` does not name yet.
+
+def restore(model, directory):
+    """Load the newest loadable checkpoint into ``model``; returns its epoch (0 if none).
+
+    A checkpoint a kill interrupted is a temporary file (removed here) or a complete
+    file ``state.json`` does not name yet (ignored). A damaged ``state.json`` or a
+    checkpoint that fails to load is skipped with a warning naming the file.
     """
     remove_partial_writes(directory)
-    state = read_state(directory)
-    if state is None:
-        return 0
-    if model.optimizer is not None and not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(directory, state["weights"]))
-    return int(state["epoch"])
+    candidates = _candidates(directory)
+    for i, (epoch, name) in enumerate(candidates):
+        path = os.path.join(directory, name)
+        try:
+            load_checkpoint(model, path)
+            return int(epoch)
+        except Exception as e:  # noqa: BLE001  (h5py OSError, Keras ValueError, ...)
+            nxt = candidates[i + 1][1] if i + 1 < len(candidates) else None
+            warnings.warn(f"Checkpoint {path} does not load ({type(e).__name__}: {e}); "
+                          + (f"falling back to {nxt}." if nxt else "no older one is left."),
+                          RuntimeWarning, stacklevel=2)
+    if candidates:
+        raise CheckpointError(
+            f"No checkpoint in {directory} loads (tried {', '.join(n for _, n in candidates)}). "
+            "Delete the directory to start afresh.")
+    return 0
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """Save model + optimizer every ``every`` epochs, atomically; keep the last ``keep``."""
+    """Save model + optimizer atomically every ``every`` epochs or ``every_minutes``.
 
-    def __init__(self, directory, every=1, keep=2):
+    Whichever comes first: ``every`` Keras epochs since the last save, or
+    ``every_minutes`` of wall time (checked at epoch ends), so a preemption loses
+    at most about that much work. The final epoch is always saved. The last
+    ``keep`` checkpoints are kept.
+    """
+
+    def __init__(self, directory, every=1, keep=2, every_minutes=None):
         super().__init__()
         self.directory = directory
         self.every = max(1, int(every))
-        self.keep = max(2, int(keep))
+        self.keep = max(1, int(keep))
+        self.every_minutes = every_minutes
+        self._last_save = time.monotonic()
+        self._last_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self._last_save = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         self._completed = epoch + 1
-        if self._completed % self.every == 0:
+        timed = (self.every_minutes is not None
+                 and time.monotonic() - self._last_save >= 60.0 * self.every_minutes)
+        if self._completed % self.every == 0 or timed:
             self.save(self._completed)
 
     def on_train_end(self, logs=None):
         """The final epoch is always saved, whatever ``every`` is."""
         done = getattr(self, "_completed", None)
-        state = read_state(self.directory)
-        if done is not None and (state is None or state["epoch"] < done):
+        if done is not None and self._last_epoch != done:
             self.save(done)
 
     def save(self, epoch):
@@ -101,12 +218,15 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 f"Weights became NaN/Inf by the end of epoch {epoch}; not overwriting the "
                 f"last good checkpoint in {self.directory}.")
         os.makedirs(self.directory, exist_ok=True)
-        name = f"ckpt-{epoch:06d}.weights.h5"
-        save_weights(self.model, os.path.join(self.directory, name))
-        write_json(os.path.join(self.directory, STATE_FILE), {"epoch": epoch, "weights": name})
-        old = sorted(f for f in os.listdir(self.directory)
-                     if f.startswith("ckpt-") and f.endswith(".weights.h5"))
-        for stale in old[:-self.keep]:
+        name = checkpoint_name(epoch)
+        save_checkpoint(self.model, os.path.join(self.directory, name))
+        state = {"epoch": int(epoch), "weights": name}
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            state["step"] = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        write_json(os.path.join(self.directory, STATE_FILE), state)
+        self._last_save, self._last_epoch = time.monotonic(), epoch
+        for _, stale in checkpoint_files(self.directory)[self.keep:]:
             os.remove(os.path.join(self.directory, stale))
 
 

@@ -8,9 +8,16 @@ A run lives in a work directory::
     workdir/metrics.json   final minival/test metrics (written last, atomically)
     workdir/student.keras  the trained student / network, a plain keras.Model
 
-Rerunning the same command after a kill resumes from the last checkpoint; the
-training stream is a pure function of (seed, epoch), so the resumed run sees
-exactly the batches the uninterrupted one would have.
+The schedule is the authors' (big_vision ``utils.steps``): ``total_steps =
+max(round(epochs * N / batch), 1)`` steps over the one continuous stream of
+:mod:`kdzoo.distill.stream`. Keras ``fit`` epochs are logging / checkpoint
+intervals of ``log_every_steps`` steps (the last one shorter), not data epochs,
+so a million-epoch run is a few thousand progress lines, not a million. A
+checkpoint (student + optimizer, never the frozen teacher) is written every
+``checkpoint_every_steps`` steps or ``checkpoint_every_minutes`` minutes,
+whichever comes first, and at the end. Rerunning the same command after a kill
+resumes from the last checkpoint at exactly the stream position it reached.
+Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
 """
 
 import dataclasses
@@ -22,25 +29,8 @@ import keras
 from kdzoo import checkpointing
 from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
-
-
-def upscale_small_images(dataset, min_side):
-    """Upscale (image, label) examples whose shorter side is below ``min_side``.
-
-    The paper's crops resize to the model's size anyway; this only makes the
-    rare tiny image (and TFDS mock data) usable instead of an error mid-run.
-    """
-    import tensorflow as tf
-
-    def fix(image, label):
-        hw = tf.shape(image)[:2]
-        short = tf.minimum(hw[0], hw[1])
-        scale = tf.maximum(1.0, tf.cast(min_side, tf.float32) / tf.cast(short, tf.float32))
-        size = tf.cast(tf.math.ceil(tf.cast(hw, tf.float32) * scale), tf.int32)
-        resized = tf.image.resize(image, size, method="bilinear")
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), image.dtype), label
-
-    return dataset.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
+from kdzoo.distill.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
 
 
 def seed_everything(seed, deterministic=False):
@@ -62,11 +52,16 @@ def set_precision(mixed_precision):
 
 
 def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
-                  validation_data=None, checkpoint_every=1, callbacks=(), verbose="auto"):
+                  validation_data=None, checkpoint_every=1, callbacks=(), verbose="auto",
+                  last_epoch_steps=None, checkpoint_every_minutes=None, keep_checkpoints=2):
     """``model.fit`` that resumes from ``workdir/checkpoints`` and checkpoints atomically.
 
     ``make_train(initial_epoch)`` returns the training data from that epoch on
-    (deterministic in the epoch). Returns the number of epochs trained now.
+    (deterministic in the epoch). Checkpoints: every ``checkpoint_every`` epochs or
+    ``checkpoint_every_minutes``, whichever first, and after the last epoch; the
+    last ``keep_checkpoints`` are kept. ``last_epoch_steps``: the final epoch runs
+    only this many steps (a schedule that is not a whole number of intervals).
+    Returns the number of epochs trained now.
     """
     ckpt_dir = os.path.join(workdir, "checkpoints")
     initial_epoch = checkpointing.restore(model, ckpt_dir)
@@ -77,15 +72,69 @@ def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
     own = os.path.join(workdir, worker_subdir() or "")
     os.makedirs(own, exist_ok=True)
     all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
-                     checkpointing.ResumableCheckpoint(os.path.join(own, "checkpoints"),
-                                                       every=checkpoint_every),
+                     checkpointing.ResumableCheckpoint(
+                         os.path.join(own, "checkpoints"), every=checkpoint_every,
+                         keep=keep_checkpoints, every_minutes=checkpoint_every_minutes),
                      keras.callbacks.TensorBoard(os.path.join(own, "logs")),
                      keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
                      *callbacks]
-    model.fit(make_train(initial_epoch), epochs=epochs, initial_epoch=initial_epoch,
-              steps_per_epoch=steps_per_epoch, validation_data=validation_data,
-              callbacks=all_callbacks, verbose=verbose)
+    short = last_epoch_steps is not None and steps_per_epoch and last_epoch_steps < steps_per_epoch
+    legs = [(epochs - 1, steps_per_epoch), (epochs, last_epoch_steps)] if short else \
+        [(epochs, steps_per_epoch)]
+    start = initial_epoch
+    for end, steps in legs:
+        if start >= end:
+            continue
+        model.fit(make_train(start), epochs=end, initial_epoch=start, steps_per_epoch=steps,
+                  validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
+        start = end
     return epochs - initial_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The step plan of a run: the authors' step count cut into Keras-epoch intervals."""
+
+    total_steps: int
+    interval: int            # steps per Keras epoch (logging / checkpoint granularity)
+    epochs: int              # Keras epochs = ceil(total_steps / interval)
+    last_epoch_steps: int    # steps of the final Keras epoch (<= interval)
+    checkpoint_every: int    # in Keras epochs
+    warmup_steps: int
+
+    @property
+    def checkpoint_every_steps(self):
+        return self.checkpoint_every * self.interval
+
+    def step_of(self, epoch):
+        """The global step at the start of Keras epoch ``epoch`` (= the stream position)."""
+        return min(int(epoch) * self.interval, self.total_steps)
+
+
+def make_schedule(epochs, num_examples, batch_size, *, log_every_steps=500,
+                  checkpoint_every_steps=5000, warmup_steps=0):
+    """:class:`Schedule` for ``epochs`` data epochs of ``num_examples`` at ``batch_size``."""
+    total = total_steps(epochs, num_examples, batch_size)
+    for name, value in (("log_every_steps", log_every_steps),
+                        ("checkpoint_every_steps", checkpoint_every_steps)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    interval = max(1, min(int(log_every_steps), int(checkpoint_every_steps), total))
+    count = -(-total // interval)
+    return Schedule(total_steps=total, interval=interval, epochs=count,
+                    last_epoch_steps=total - (count - 1) * interval,
+                    checkpoint_every=max(1, round(checkpoint_every_steps / interval)),
+                    warmup_steps=max(0, min(int(warmup_steps), total - 1)))
+
+
+def eval_text(spec, image_size):
+    """The evaluation preprocessing as text, e.g. ``resize_small(160)|central_crop(128)``."""
+    return f"resize_small({eval_resize_small(spec, image_size)})|central_crop({image_size})"
+
+
+def eval_resize_small(spec, image_size):
+    """The spec's ``resize_small`` scaled to ``image_size`` (160 at 128 px stays 160)."""
+    return round(spec.eval_resize_small * int(image_size) / spec.input_size)
 
 
 @dataclasses.dataclass
@@ -117,12 +166,57 @@ class FunMatchRun:
     jit_compile: object = "auto"
     seed: int = 0
     deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
-    checkpoint_every: int = 1
+    log_every_steps: int = 500          # one Keras epoch (progress line, checkpoint check)
+    checkpoint_every_steps: int = 5000
+    checkpoint_every_minutes: float | None = 30.0
+    keep_checkpoints: int = 3
     num_train_examples: int | None = None  # None: all of the train split (from its info)
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
+
+
+def plan(run, num_train_examples=None):
+    """The plan of a :class:`FunMatchRun` / :class:`SupervisedRun`, without data or models.
+
+    ``num_train_examples`` defaults to ``run.num_train_examples`` or the TFDS
+    catalog size of the train split (no data read). Returns ``(Schedule, dict)``;
+    the dict is what a recipe's ``--dry_run`` prints.
+    """
+    from kdzoo.data import get_spec, split_size
+    spec = get_spec(run.dataset)
+    image_size = run.image_size or spec.input_size
+    source = getattr(run, "distill_dataset", None) or run.dataset
+    n = num_train_examples or run.num_train_examples or split_size(source, "train")
+    schedule = make_schedule(run.epochs, n, run.batch_size, log_every_steps=run.log_every_steps,
+                             checkpoint_every_steps=run.checkpoint_every_steps,
+                             warmup_steps=getattr(run, "warmup_steps", 0))
+    teacher_size = getattr(run, "teacher_image_size", None)
+    return schedule, {
+        "dataset": spec.name, "total_steps": schedule.total_steps,
+        "warmup_steps": schedule.warmup_steps, "batch_size": run.batch_size,
+        "train_examples": n, "epochs": run.epochs, "steps_per_log": schedule.interval,
+        "checkpoint_every_steps": schedule.checkpoint_every_steps,
+        "checkpoint_every_minutes": run.checkpoint_every_minutes,
+        "keep_checkpoints": run.keep_checkpoints, "eval": eval_text(spec, image_size),
+        "image_size": image_size, "teacher_image_size": teacher_size or image_size,
+        "precision": run.mixed_precision or "float32"}
+
+
+def _fit(model, make_train, run, schedule):
+    """fit_resumable over ``schedule``: Keras epoch ``e`` starts at step ``e * interval``."""
+    fit_resumable(model, lambda e: make_train(schedule.step_of(e)), workdir=run.workdir,
+                  epochs=schedule.epochs, steps_per_epoch=schedule.interval,
+                  last_epoch_steps=schedule.last_epoch_steps,
+                  checkpoint_every=schedule.checkpoint_every,
+                  checkpoint_every_minutes=run.checkpoint_every_minutes,
+                  keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+
+
+def _summary(run, schedule):
+    return {"params": run.params, "epochs": run.epochs, "total_steps": schedule.total_steps,
+            "steps_per_log": schedule.interval}
 
 
 def run_funmatch(run):
@@ -139,37 +233,32 @@ def run_funmatch(run):
     os.makedirs(run.workdir, exist_ok=True)
     checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
     train_source = run.distill_dataset or run.dataset
-    # One Keras epoch is one pass over the train split: the stream of epoch e is a
-    # pure function of (seed, e), which is what makes resuming exact.
     n_train = run.num_train_examples or num_examples(train_source, "train", run.data_dir)
-    steps = max(1, n_train // run.batch_size)
-    total_steps = steps * run.epochs
+    schedule, _ = plan(run, n_train)
     with strategy.scope():
         distiller = FunMatchDistiller(
             run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
             image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed,
             **run.distiller_kwargs)
         distiller.compile(
-            optimizer=paper_optimizer(run.lr, total_steps,
-                                      min(run.warmup_steps, total_steps - 1),
+            optimizer=paper_optimizer(run.lr, schedule.total_steps, schedule.warmup_steps,
                                       run.weight_decay),
             jit_compile=run.jit_compile)
     min_side = max(image_size, run.teacher_image_size or 0)
     train_images = upscale_small_images(load_split(train_source, "train", run.data_dir), min_side)
     if run.num_train_examples:
         train_images = train_images.take(run.num_train_examples)
+    resize_small = eval_resize_small(spec, image_size)
 
     def eval_split(role):
         images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
-        return distiller.make_eval_dataset(images, run.eval_batch_size)
+        return distiller.make_eval_dataset(images, run.eval_batch_size, resize_small=resize_small)
 
     minival = eval_split("minival")
-    fit_resumable(distiller,
-                  lambda e: distiller.make_train_dataset(train_images, run.batch_size, e),
-                  workdir=run.workdir, epochs=run.epochs, steps_per_epoch=steps,
-                  checkpoint_every=run.checkpoint_every, verbose=run.verbose)
-    metrics = {"params": run.params, "epochs": run.epochs, "steps_per_epoch": steps,
-               "minival": distiller.evaluate(minival, return_dict=True, verbose=0)}
+    _fit(distiller, lambda step: distiller.make_train_dataset(
+        train_images, run.batch_size, initial_step=step, num_images=n_train), run, schedule)
+    metrics = dict(_summary(run, schedule), eval=eval_text(spec, image_size),
+                   minival=distiller.evaluate(minival, return_dict=True, verbose=0))
     metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
     save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
@@ -185,77 +274,17 @@ def _describe(run):
     return out
 
 
-def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initial_epoch=0,
-                   crop="random", flip=True, mixup_alpha=None, shuffle_buffer=10_000,
-                   num_examples=None):
-    """(image, label) examples -> endless batched (views, labels), epoch e keyed by (seed, e).
+def eval_batches(examples, image_size, batch_size, resize_small=None):
+    """(image, label) examples -> batched (``resize_small(R)|central_crop(S)`` view, label).
 
-    ``crop``: ``"pad"`` (pad by 1/8 of the size, random crop: the CIFAR recipe),
-    ``"random"`` (the paper's mild random crop), ``"inception"`` or ``None``
-    (resize the whole image). With ``mixup_alpha`` the labels become mixed
-    one-hot vectors (the paper's "fine-tune with mixup" baseline).
+    The authors' evaluation (:func:`kdzoo.data.eval_preprocess`); ``resize_small``
+    defaults to ``image_size`` (the central square, no resize beyond it).
     """
     import tensorflow as tf
 
-    from kdzoo.data import augment
-
-    crops = ("pad", "random", "inception", None)
-    if crop not in crops:
-        raise ValueError(f"crop must be one of {crops}, got {crop!r}.")
-    for name, value in (("batch_size", batch_size), ("image_size", image_size)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    base = examples.enumerate()
-
-    def view(epoch):
-        def fn(index, example):
-            image, label = example
-            key = augment.make_key(seed, epoch, index)
-            if crop == "pad":
-                pad = max(1, image_size // 8)
-                image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-                box = augment.random_crop_box(image, key, fraction=image_size / (image_size + 2 * pad))
-            elif crop == "random":
-                box = augment.random_crop_box(image, key)
-            elif crop == "inception":
-                box = augment.inception_crop_box(image, key)
-            elif crop is None:
-                box = augment.full_box(image)
-            else:
-                raise ValueError(f"crop must be 'pad', 'random', 'inception' or None, got {crop!r}.")
-            out = augment.crop_resize(image, box, image_size)
-            if flip:
-                out = augment.random_flip(out, augment.make_key(key, augment.STUDENT_FLIP))
-            return out, tf.cast(label, tf.int32)
-        return fn
-
-    def one_epoch(epoch):
-        ds = base
-        if shuffle_buffer and shuffle_buffer > 1:
-            ds = ds.shuffle(shuffle_buffer, seed=augment.make_key(seed, augment.SHUFFLE, epoch)[0],
-                            reshuffle_each_iteration=False)
-        ds = ds.map(view(epoch), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        ds = ds.batch(batch_size, drop_remainder=True)
-        if mixup_alpha:
-            def mix(step, batch):
-                images, labels = batch
-                onehot = tf.one_hot(labels, num_classes)
-                (images, onehot), _ = augment.mixup(
-                    (images, onehot), augment.make_key(seed, augment.MIXUP, epoch, step), mixup_alpha)
-                return images, onehot
-            ds = ds.enumerate().map(mix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds
-
-    stream = tf.data.Dataset.counter(start=int(initial_epoch)).flat_map(one_epoch)
-    return stream.prefetch(tf.data.AUTOTUNE)
-
-
-def eval_batches(examples, image_size, batch_size):
-    """(image, label) examples -> batched (whole image resized to image_size, label)."""
-    import tensorflow as tf
-
-    from kdzoo.data import augment
-    return examples.map(lambda image, label: (augment.resize(image, image_size), label),
+    from kdzoo.data.pipeline import eval_preprocess
+    r = image_size if resize_small is None else int(resize_small)
+    return examples.map(lambda image, label: (eval_preprocess(image, image_size, r), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
                         ).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
@@ -291,7 +320,10 @@ class SupervisedRun:
     jit_compile: object = "auto"
     seed: int = 0
     deterministic: bool = False
-    checkpoint_every: int = 1
+    log_every_steps: int = 500
+    checkpoint_every_steps: int = 5000
+    checkpoint_every_minutes: float | None = 30.0
+    keep_checkpoints: int = 3
     num_train_examples: int | None = None
     eval_batch_size: int = 256
     verbose: object = "auto"
@@ -316,7 +348,8 @@ def run_supervised(run):
     os.makedirs(run.workdir, exist_ok=True)
     checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
     n_train = run.num_train_examples or num_examples(spec, "train", run.data_dir)
-    steps = max(1, n_train // run.batch_size)
+    schedule, _ = plan(run, n_train)
+    steps = schedule.total_steps
     with strategy.scope():
         network = run.model()
         if run.method == "labels":
@@ -325,27 +358,26 @@ def run_supervised(run):
                     else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
             metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if run.mixup_alpha
                       else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
-            model.compile(optimizer=run.optimizer(steps * run.epochs), loss=loss,
+            model.compile(optimizer=run.optimizer(steps), loss=loss,
                           metrics=[metric], jit_compile=run.jit_compile)
         else:
             from kdzoo.distill.self_distill import SelfDistillation
             model = SelfDistillation(network, num_classes=spec.num_classes, alpha=run.alpha,
                                      temperature=run.temperature,
                                      feature_weight=run.feature_weight, mode=run.method)
-            model.compile(optimizer=run.optimizer(steps * run.epochs),
+            model.compile(optimizer=run.optimizer(steps),
                           jit_compile=run.jit_compile)
     train = load_split(spec, "train", run.data_dir)
     if run.num_train_examples:
         train = train.take(run.num_train_examples)
-    fit_resumable(model, lambda e: labeled_stream(
+    _fit(model, lambda step: labeled_stream(
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
-        seed=run.seed, initial_epoch=e, crop=run.crop, flip=run.flip,
-        mixup_alpha=run.mixup_alpha), workdir=run.workdir, epochs=run.epochs,
-        steps_per_epoch=steps, checkpoint_every=run.checkpoint_every, verbose=run.verbose)
-    metrics = {"params": run.params, "epochs": run.epochs, "steps_per_epoch": steps,
-               "method": run.method}
+        seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
+        mixup_alpha=run.mixup_alpha, num_examples=n_train), run, schedule)
+    metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size))
     for role in ("minival", "test"):
-        batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size)
+        batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,
+                               eval_resize_small(spec, size))
         if run.method == "labels" and run.mixup_alpha:
             batches = batches.map(lambda x, y: (x, keras.ops.one_hot(y, spec.num_classes)))
         metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)

@@ -29,6 +29,7 @@ flags.DEFINE_float("alpha", 0.3, "Weight of KL-from-deepest for shallow exits (1
 flags.DEFINE_float("temperature", 3.0, "Distillation temperature.")
 flags.DEFINE_float("feature_weight", 0.03, "Weight of the feature hint.")
 flags.DEFINE_float("lr", 0.1, "Peak SGD learning rate.")
+flags.adopt_module_key_flags(common)  # --help lists the common flags too
 FLAGS = flags.FLAGS
 
 
@@ -60,11 +61,18 @@ def main(argv):
         deterministic=FLAGS.deterministic,
         num_train_examples=common.SMOKE_EXAMPLES if smoke else None,
         eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
-        params={"arch": FLAGS.arch, "mode": FLAGS.mode})
+        params={"arch": FLAGS.arch, "mode": FLAGS.mode}, **common.run_flags(smoke))
+    if FLAGS.dry_run:
+        common.dry_run(run, teacher=None if FLAGS.mode == "plain" else "self (deepest exit)",
+                       student="fmnist_cnn_w16" if smoke else FLAGS.arch, mode=FLAGS.mode)
+        return
+    if not smoke:
+        from kdzoo.data.pipeline import require_prepared
+        require_prepared("cifar100", FLAGS.data_dir)
     with common.maybe_mock_data(smoke):
         metrics = run_supervised(run)
     print({k: round(v, 4) for k, v in metrics["test"].items()})
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(common.guarded(main))

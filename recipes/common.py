@@ -1,12 +1,16 @@
 """Flags and glue shared by every recipe (library code never parses flags; recipes do).
 
 Common flags, same names everywhere: --workdir --data_dir --strategy --epochs
---batch_size --grid_index --smoke --seed, plus --preset, --grid, --variant,
---mixed_precision, --xla, --student, --student_init, --distill_dataset.
+--batch_size --grid_index --smoke --seed --dry_run, the checkpoint flags
+(--log_every_steps --checkpoint_every_steps --checkpoint_every_minutes
+--keep_checkpoints), plus --preset, --grid, --variant, --mixed_precision, --xla,
+--teacher, --student, --student_init, --distill_dataset. Each recipe adopts
+these as its own key flags, so ``--help`` lists them.
 """
 
 import contextlib
 import functools
+import json
 import os
 import sys
 
@@ -16,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 FLAGS = flags.FLAGS
 SMOKE_EXAMPLES = 8  # per split under --smoke: two steps of batch 4
+SMOKE_STEPS = 2     # under --smoke a log / checkpoint interval is one pass over the data
 
 
 def define_common_flags(default_workdir, presets=None, default_preset=None):
@@ -42,6 +47,18 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (slower): a resumed run "
                       "then ends bit-identical to an uninterrupted one.")
     flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")
+    flags.DEFINE_bool("dry_run", False, "Print the plan (steps, warm-up, batch, eval, models, "
+                      "checkpoints) as one JSON line and exit: no data, no network.")
+    flags.DEFINE_integer("log_every_steps", None, "Steps per Keras epoch: one progress line, "
+                         "TensorBoard point and checkpoint check (default 500; 2 in --smoke).")
+    flags.DEFINE_integer("checkpoint_every_steps", None, "Write a checkpoint (student + "
+                         "optimizer) every this many steps (default 5000; 2 in --smoke).")
+    flags.DEFINE_float("checkpoint_every_minutes", 30.0, "Also write one when this many "
+                       "minutes passed since the last (checked every --log_every_steps).")
+    flags.DEFINE_integer("keep_checkpoints", 3, "Keep the newest N checkpoints.")
+    for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+        flags.register_validator(name, lambda v: v is None or v >= 1,
+                                 message=f"--{name} must be a positive integer.")
     flags.register_validator(
         "batch_size", lambda v: v is None or v >= 1,
         message="--batch_size must be a positive integer (the global batch, a multiple of "
@@ -73,6 +90,58 @@ def tiny_bit(num_classes, input_shape):
                      units=(1, 1, 1, 1), name="tiny_bit")
 
 
+def fail(message):
+    """One clear message on stderr and a non-zero exit: no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def guarded(main):
+    """``main`` with the errors a user can fix turned into :func:`fail` messages."""
+    def run(argv):
+        from kdzoo.data import DatasetNotFoundError
+        from kdzoo.errors import CheckpointError, DownloadError
+        try:
+            return main(argv)
+        except DatasetNotFoundError as e:
+            fail(f"{e}\nOr pass --data_dir=DIR where it is already prepared.")
+        except DownloadError as e:
+            fail(f"{e}\nIn a recipe, pass the downloaded file with --teacher=/path/to/FILE "
+                 "(the student: --student_init=/path/to/FILE).")
+        except CheckpointError as e:
+            fail(str(e))
+    return run
+
+
+def run_flags(smoke):
+    """The step / checkpoint fields of a run, from the flags."""
+    return dict(log_every_steps=FLAGS.log_every_steps or (SMOKE_STEPS if smoke else 500),
+                checkpoint_every_steps=FLAGS.checkpoint_every_steps
+                or (SMOKE_STEPS if smoke else 5000),
+                checkpoint_every_minutes=FLAGS.checkpoint_every_minutes,
+                keep_checkpoints=FLAGS.keep_checkpoints)
+
+
+def dry_run(run, **names):
+    """Print a run's plan as one JSON line (``kdzoo.train.plan``)."""
+    from kdzoo.train import plan
+    _, info = plan(run)
+    print(json.dumps(dict(info, **names), sort_keys=True))
+
+
+def teacher_loader(name_or_path, default):
+    """``--teacher``: a zoo name, or a local weight / model file of the default teacher."""
+    import kdzoo
+    value = name_or_path or default
+    looks_like_file = os.sep in value or value.endswith((".npz", ".h5", ".keras"))
+    if looks_like_file:
+        if not os.path.exists(value):
+            fail(f"--teacher={value}: no such file. Pass a zoo name (e.g. {default}) or the "
+                 "path of a downloaded .npz / .weights.h5 / .keras file.")
+        return functools.partial(kdzoo.load, default, weights=value)
+    return functools.partial(kdzoo.load, value)
+
+
 def funmatch_main(dataset, teacher_checkpoint, presets, argv):
     """The body of flowers102/pets/food101/sun397/imagenet recipes."""
     import kdzoo
@@ -94,7 +163,7 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         teacher_size = teacher_size and 48
         student = functools.partial(tiny_bit, spec.num_classes, (size, size, 3))
     else:
-        teacher = functools.partial(kdzoo.load, FLAGS.teacher or teacher_checkpoint)
+        teacher = teacher_loader(FLAGS.teacher, teacher_checkpoint)
         student = functools.partial(
             kdzoo.load, FLAGS.student, weights=FLAGS.student_init, num_classes=spec.num_classes,
             input_shape=(size, size, 3))
@@ -109,7 +178,17 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.xla, seed=FLAGS.seed, deterministic=FLAGS.deterministic,
         num_train_examples=SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto")
+        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto", **run_flags(smoke))
+    if FLAGS.dry_run:
+        dry_run(FunMatchRun(workdir=FLAGS.workdir, **base),
+                teacher="tiny_bit" if smoke else (FLAGS.teacher or teacher_checkpoint),
+                student="tiny_bit" if smoke else FLAGS.student,
+                student_init=None if smoke else FLAGS.student_init, variant=FLAGS.variant)
+        return
+    if not smoke:  # before any download: a teacher is no use without the data
+        from kdzoo.data.pipeline import require_prepared
+        for name in dict.fromkeys((source, dataset)):
+            require_prepared(name, FLAGS.data_dir)
     with maybe_mock_data(smoke):
         if not FLAGS.grid and FLAGS.grid_index is None:  # --grid_index implies --grid
             metrics = run_funmatch(FunMatchRun(workdir=FLAGS.workdir, params={
@@ -140,7 +219,8 @@ def define_funmatch_flags(student_default="bit_r50x1"):
                 f"has {points} points (lr x weight_decay x temperature).")
     flags.DEFINE_enum("variant", "funmatch", list(VARIANTS), "Teaching variant (Beyer et al. 2022, sec. 3).")
     flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the paper's "
-                        "teacher for this dataset).")
+                        "teacher for this dataset), or the path of a local copy of its "
+                        "weights (.npz / .weights.h5 / .keras) when there is no network.")
     flags.DEFINE_integer("teacher_image_size", None, "Teacher resolution of the same crop "
                          "(e.g. 384 with a 224 student); default: the student's.")
     flags.DEFINE_string("student", student_default, "Zoo architecture of the student, e.g. "

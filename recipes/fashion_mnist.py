@@ -29,6 +29,7 @@ flags.DEFINE_integer("train_examples", None, "Train on the first N training imag
 flags.DEFINE_bool("plots", True, "Write PNG plots.")
 flags.DEFINE_bool("export_pretrained", False, "Write the teacher, the FunMatch student and the "
                   "self-distilled network into kdzoo/pretrained (weights + model cards).")
+flags.adopt_module_key_flags(common)  # --help lists the common flags too
 FLAGS = flags.FLAGS
 
 TEACHER, STUDENT = "fmnist_cnn_w32", "fmnist_cnn_w16"
@@ -52,7 +53,7 @@ def stages(workdir, seed, scale):
     student = lambda: kdzoo.load(STUDENT, weights=None)  # noqa: E731
     common_args = dict(dataset="fashion_mnist", seed=seed, workdir=workdir, batch_size=FLAGS.batch_size or 128,
                        strategy=FLAGS.strategy, data_dir=FLAGS.data_dir, verbose="auto",
-                       num_train_examples=FLAGS.train_examples)
+                       num_train_examples=FLAGS.train_examples, **common.run_flags(False))
     epochs = FLAGS.epochs or STUDENT_EPOCHS * scale
     supervised = dict(crop="pad", **common_args)  # pad-2 random crop + flip, as for CIFAR
     distill = dict(teacher=lambda: keras.saving.load_model(teacher_path), student=student,
@@ -92,10 +93,22 @@ def run_all(workdir, seed, scale):
     return results
 
 
+def dry_run(scale):
+    """One JSON line: the FunMatch stage's plan, and every stage's step count."""
+    from kdzoo.train import plan
+    runs = stages(FLAGS.workdir, FLAGS.seed, scale)
+    _, info = plan(runs["funmatch"])
+    info.update(teacher=TEACHER, student=STUDENT,
+                stages={name: plan(run)[1]["total_steps"] for name, run in runs.items()})
+    print(json.dumps(info, sort_keys=True))
+
+
 def main(argv):
     del argv
     from kdzoo import report
     scale = 2 if FLAGS.long else 1
+    if FLAGS.dry_run:
+        return dry_run(scale)
     seeds = [int(s) for s in FLAGS.seeds.split(",")] if FLAGS.seeds else [FLAGS.seed]
     summaries = []
     for seed in seeds:
@@ -118,4 +131,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(common.guarded(main))

@@ -5,11 +5,11 @@
     python recipes/flowers102.py --smoke --workdir /tmp/smoke
 """
 
-from absl import app
+from absl import app, flags
 
 import common
 
-# The authors' settings (DESIGN.md): batch 512, 128 px, warm-up 1500, Adam + clip 1.0.
+# The authors' settings: batch 512, 128 px, warm-up 1500, Adam + clip 1.0.
 PRESETS = {
     "fast": dict(epochs=10_000, lr=3e-3, weight_decay=3e-4, temperature=10),
     "medium": dict(epochs=100_000, lr=1e-3, weight_decay=1e-4, temperature=1),
@@ -18,6 +18,7 @@ PRESETS = {
 
 common.define_common_flags("/tmp/kdzoo/flowers102", PRESETS, "fast")
 common.define_funmatch_flags()
+flags.adopt_module_key_flags(common)  # --help lists the common flags too
 
 if __name__ == "__main__":
-    app.run(lambda argv: common.funmatch_main("flowers102", "bit_r152x2.funmatch_teacher_flowers102_128", PRESETS, argv))
+    app.run(common.guarded(lambda argv: common.funmatch_main("flowers102", "bit_r152x2.funmatch_teacher_flowers102_128", PRESETS, argv)))

@@ -5,7 +5,7 @@
 ImageNet needs a manual download: see `kdzoo.data.get_spec("imagenet2012").manual_download`.
 """
 
-from absl import app
+from absl import app, flags
 
 import common
 
@@ -18,10 +18,11 @@ PRESETS = {
 
 common.define_common_flags("/tmp/kdzoo/imagenet", PRESETS, "default")
 common.define_funmatch_flags()
+flags.adopt_module_key_flags(common)  # --help lists the common flags too
 
 if __name__ == "__main__":
     def main(argv):
         teacher = ("bit_r152x2.funmatch_teacher_in1k_384" if common.FLAGS.preset == "teacher384"
                    else "bit_r152x2.funmatch_teacher_in1k_224")
         common.funmatch_main("imagenet2012", teacher, PRESETS, argv)
-    app.run(main)
+    app.run(common.guarded(main))

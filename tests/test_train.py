@@ -203,3 +203,95 @@ def test_checkpoint_refuses_to_overwrite_with_non_finite_weights(tmp_path):
         saver.save(2)
     assert checkpointing.read_state(str(tmp_path))["epoch"] == 1
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_a_smoke_checkpoint_holds_the_student_and_its_optimizer_only(smoke_runs):
+    import keras
+
+    import kdzoo  # noqa: F401  (registers kdzoo's layers for loading)
+    from kdzoo.distill import paper_optimizer
+    returncode, stderr, workdir = smoke_runs["flowers102"]
+    assert returncode == 0, stderr[-3000:]
+    state = checkpointing.read_state(str(workdir / "checkpoints"))
+    student = keras.saving.load_model(str(workdir / "student.keras"))
+    optimizer = paper_optimizer(3e-3, 2, 1, 1e-4)  # the recipe's optimizer, on the student
+    optimizer.build(student.trainable_variables)
+    expected = len(student.weights) + len(optimizer.variables)
+    path = str(workdir / "checkpoints" / state["weights"])
+    assert checkpointing.checkpoint_variable_count(path) == expected
+    assert state["step"] == 2  # --smoke: 8 images, batch 4, 1 epoch = round(8 / 4) steps
+
+
+def _run_all(commands, timeout=600):
+    """Run commands three at a time; returns their CompletedProcess-like (rc, out, err)."""
+    out, pending, running = {}, list(commands.items()), []
+    while pending or running:
+        while pending and len(running) < 3:
+            name, cmd = pending.pop(0)
+            cmd, env = cmd if isinstance(cmd, tuple) else (cmd, {})
+            running.append((name, subprocess.Popen(cmd, env=dict(ENV, **env),
+                                                    stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE, text=True)))
+        name, proc = running.pop(0)
+        stdout, stderr = proc.communicate(timeout=timeout)
+        out[name] = (proc.returncode, stdout, stderr)
+    return out
+
+
+DRY_KEYS = {"total_steps", "warmup_steps", "batch_size", "train_examples",
+            "checkpoint_every_steps", "eval", "teacher", "student", "image_size",
+            "teacher_image_size", "precision"}
+
+
+@pytest.mark.slow
+def test_every_recipe_dry_run_prints_the_plan_without_data_or_network(tmp_path):
+    env_dir = str(tmp_path / "no-data")  # an empty data_dir: nothing may be read from it
+    commands = {r: _recipe(r, "--dry_run", "--data_dir", env_dir, "--workdir", str(tmp_path / r))
+                for r in ("flowers102", "pets", "food101", "sun397", "imagenet", "cifar100",
+                          "fashion_mnist")}
+    commands["pets-bf16"] = _recipe("pets", "--dry_run", "--mixed_precision", "mixed_bfloat16",
+                                    "--preset", "long", "--batch_size", "256")
+    results = _run_all(commands)
+    plans = {}
+    for name, (rc, stdout, stderr) in results.items():
+        assert rc == 0, (name, stderr[-3000:])
+        plans[name] = json.loads(stdout.strip().splitlines()[-1])
+        assert DRY_KEYS <= set(plans[name]), (name, plans[name])
+    # By hand: round(10,000 * 1,020 / 512) and round(1,000 * 3,312 / 512).
+    assert plans["flowers102"]["total_steps"] == 19_922
+    assert plans["pets"]["total_steps"] == 6_469
+    assert plans["pets"]["eval"] == "resize_small(160)|central_crop(128)"
+    assert plans["imagenet"]["eval"] == "resize_small(256)|central_crop(224)"
+    assert abs(plans["imagenet"]["train_examples"] - 0.98 * 1_281_167) < 1
+    assert plans["imagenet"]["total_steps"] == round(
+        1200 * plans["imagenet"]["train_examples"] / 4096)
+    assert plans["pets-bf16"]["precision"] == "mixed_bfloat16"
+    assert plans["pets-bf16"]["total_steps"] == round(30_000 * 3_312 / 256)
+    assert plans["flowers102"]["teacher"] == "bit_r152x2.funmatch_teacher_flowers102_128"
+    assert not os.path.exists(env_dir)
+
+
+@pytest.mark.slow
+def test_recipe_command_line_errors_are_one_clear_message(tmp_path):
+    keras_home = tmp_path / "keras_home"
+    results = _run_all({
+        "help": _recipe("pets", "--help"),
+        "no-data": (_recipe("pets", "--data_dir", str(tmp_path / "empty"), "--workdir",
+                            str(tmp_path / "w")), {"KERAS_HOME": str(keras_home)}),
+        "bad-flag": _recipe("pets", "--batch_sise", "8"),
+        "bad-teacher": _recipe("pets", "--dry_run", "--teacher", str(tmp_path / "no.npz")),
+    })
+    rc, text, _ = results["help"]
+    for flag in ("workdir", "data_dir", "batch_size", "epochs", "[no]dry_run",
+                 "checkpoint_every_steps", "preset", "variant", "teacher", "[no]smoke"):
+        assert f"--{flag}:" in text, flag
+    rc, _, err = results["no-data"]
+    assert rc != 0 and "Traceback" not in err
+    assert "tfds build oxford_iiit_pet" in err and "--data_dir" in err
+    # Nothing was fetched before the data check (Keras itself only writes keras.json).
+    fetched = [p for p in keras_home.rglob("*") if p.is_file() and p.name != "keras.json"]
+    assert not fetched and not (keras_home / "kdzoo").exists(), fetched
+    rc, _, err = results["bad-flag"]
+    assert rc != 0 and "Traceback" not in err and "batch_sise" in err
+    rc, _, err = results["bad-teacher"]
+    assert rc != 0 and "Traceback" not in err and "no.npz" in err and "--teacher" in err

@@ -42,6 +42,7 @@ import tensorflow as tf
 from kdzoo.data.specs import DatasetSpec, get_spec, split_ranges, split_size
 
 __all__ = ["DatasetNotFoundError", "load_split", "eval_preprocess", "make_eval_dataset",
+           "require_prepared", "upscale_small_images",
            "num_examples", "tfds_builder"]
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -297,3 +298,34 @@ def make_eval_dataset(spec_or_name, role="test", data_dir=None, *, batch_size,
     ds = ds.batch(int(batch_size), drop_remainder=drop_remainder,
                   num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds.prefetch(AUTOTUNE)
+
+
+def upscale_small_images(dataset, min_side):
+    """Upscale (image, label) examples whose shorter side is below ``min_side``.
+
+    The paper's crops resize to the model's size anyway; this only makes the
+    rare tiny image (and TFDS mock data) usable instead of an error mid-run.
+    """
+    def fix(image, label):
+        hw = tf.shape(image)[:2]
+        short = tf.minimum(hw[0], hw[1])
+        scale = tf.maximum(1.0, tf.cast(min_side, tf.float32) / tf.cast(short, tf.float32))
+        size = tf.cast(tf.math.ceil(tf.cast(hw, tf.float32) * scale), tf.int32)
+        resized = tf.image.resize(image, size, method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), image.dtype), label
+
+    return dataset.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def require_prepared(spec_or_name, data_dir=None):
+    """Raise :class:`DatasetNotFoundError` (saying how to get it) unless the dataset is ready.
+
+    Cheap and offline: reads only the TFDS metadata in ``data_dir``. Recipes call it
+    before anything is downloaded (a 900 MB teacher is no use without the data).
+    """
+    spec = get_spec(spec_or_name)
+    if spec.source == "fashion_mnist":
+        _read_fashion_mnist(spec, spec.split("test"), data_dir, None)
+        return
+    if not tfds_builder(spec, data_dir).is_prepared():
+        raise _not_found(spec, data_dir)

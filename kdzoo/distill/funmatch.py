@@ -8,17 +8,14 @@ paper's eight ways of teaching (:data:`kdzoo.distill.views.VARIANTS`).
 
 Data path
 ---------
-Augmentation runs per image inside ``tf.data`` (so images of different sizes
-work before batching), keyed by ``(seed, epoch, image index)``; mixup runs
-per batch keyed by ``(seed, epoch, step)``. :meth:`FunMatchDistiller.fit`
-does this for you: give it raw uint8 images, as a ``tf.data.Dataset`` of
-``image`` or ``(image, label)`` elements (unbatched, any sizes; or batched,
-which is unbatched first) or a NumPy array ``[N, H, W, C]``, plus
-``batch_size`` (default 32). It calls :meth:`make_train_dataset`, which
-returns an endless dataset of batched views, epoch after epoch (epoch ``e``
-keyed by ``e``; ``initial_epoch`` resumes the exact stream), and fits with
-``steps_per_epoch = N // batch_size`` (the last partial batch of an epoch is
-dropped so every step sees a full batch, as MirroredStrategy and XLA like).
+:meth:`FunMatchDistiller.fit` takes raw uint8 images (an array ``[N, H, W, C]``
+or a ``tf.data.Dataset`` of ``image`` / ``(image, label)`` elements of any size,
+batched or not) and ``batch_size``; :meth:`make_train_dataset` turns them into
+the one deterministic stream of :mod:`kdzoo.distill.stream` (epochs back to back,
+no image dropped, per-image views keyed by ``(seed, epoch, index)``, mixup by
+``(seed, step)``). ``fit`` runs ``steps_per_epoch = N // batch_size`` per Keras
+epoch by default; ``initial_epoch`` (or a ``keras.callbacks.BackupAndRestore``
+backup) resumes the exact stream.
 
 Fixed teachers (``fix/*``)
 --------------------------
@@ -54,10 +51,14 @@ Evaluation
 largest central square (``eval_crop_fraction``) resized to each model's size,
 in the step (antialiased, except under ``jit_compile=True``, where XLA only
 has plain bilinear resizing). For variable-size validation images, or
-antialiased views under XLA, use :meth:`make_eval_dataset`. Metrics: ``loss`` (the distillation KL),
+antialiased views under XLA, use :meth:`make_eval_dataset`; its
+``resize_small=`` gives the authors' ``resize_small(R)|central_crop(S)``
+(what ``kdzoo.train`` evaluates with). Metrics: ``loss`` (the distillation KL),
 ``accuracy`` (student top-1), ``agreement`` (student/teacher top-1
 agreement) and ``teacher_accuracy``.
 """
+
+import functools
 
 import keras
 import numpy as np
@@ -65,7 +66,7 @@ import tensorflow as tf
 from keras import ops
 
 from kdzoo.data import augment
-from kdzoo.distill import losses
+from kdzoo.distill import losses, stream
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.views import (VARIANTS, ViewMaker, check_number, check_size, check_variant,
                                  is_fixed)
@@ -73,6 +74,16 @@ from kdzoo.distill.views import (VARIANTS, ViewMaker, check_number, check_size, 
 __all__ = ["FunMatchDistiller", "VARIANTS"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
+
+
+def eval_views(image, sizes, resize_small):
+    """The authors' eval views ``resize_small(R)|central_crop(S)``; teacher at T: R * T / S."""
+    from kdzoo.data.pipeline import eval_preprocess
+    student, teacher = sizes
+    out = {"student": eval_preprocess(image, student, resize_small)}
+    if teacher != student:
+        out["teacher"] = eval_preprocess(image, teacher, round(resize_small * teacher / student))
+    return out
 
 
 def _static_size(model):
@@ -396,53 +407,9 @@ class FunMatchDistiller(keras.Model):
     # -- data -------------------------------------------------------------------
     def _image_dataset(self, images):
         """A dataset of single raw images ``[H, W, C]`` (uint8), from what the user gave."""
-        if isinstance(images, np.ndarray) or tf.is_tensor(images):
-            images = tf.data.Dataset.from_tensor_slices(images)
-        if not isinstance(images, tf.data.Dataset):
-            raise TypeError("Train images must be a tf.data.Dataset or an array "
-                            f"[N, H, W, C]; got {type(images).__name__}.")
-        spec = images.element_spec
-        if isinstance(spec, (tuple, list)):
-            images = images.map(lambda *e: e[0])  # (images, labels[, ...]): labels unused
-            spec = images.element_spec
-        elif isinstance(spec, dict):
-            if "image" not in spec:
-                raise ValueError(f"Dict elements need an 'image' entry; got keys {list(spec)}.")
-            images = images.map(lambda e: e["image"])
-            spec = images.element_spec
-        if not isinstance(spec, tf.TensorSpec):
-            raise ValueError(f"Train elements must be images; got {spec}.")
-        if spec.dtype != tf.uint8:
-            raise ValueError(
-                f"Train images must be raw uint8 pixels; got dtype {spec.dtype.name}. "
-                "Pass the undecoded-range images (e.g. tf.cast(x, tf.uint8)); the "
-                "distiller renders float views itself.")
-        if spec.shape.rank == 4:
-            images = images.unbatch()
-        elif spec.shape.rank != 3:
-            raise ValueError(
-                f"Train images must have rank 3 [H, W, C] (or rank 4 when batched); got "
-                f"shape {spec.shape}. Grayscale images need a channel axis: x[..., None].")
-        channels = images.element_spec.shape[-1]
-        if self.channels is not None and channels is not None and channels != self.channels:
-            raise ValueError(f"Train images have {channels} channels; the models take "
-                             f"{self.channels}.")
-        height, width = images.element_spec.shape[:2]
-        if height is not None and width is not None and min(height, width) < self.image_size:
-            raise ValueError(
-                f"Train images are {height}x{width}, smaller than the crop size "
-                f"image_size={self.image_size}. Use larger images or a smaller image_size.")
-        return images
+        return stream.image_dataset(images, self.channels, self.image_size)
 
-    @staticmethod
-    def _count(dataset):
-        """Number of elements; a dataset of unknown cardinality is read through once."""
-        n = int(dataset.cardinality())
-        if n == tf.data.INFINITE_CARDINALITY:
-            return None
-        if n == tf.data.UNKNOWN_CARDINALITY:
-            n = int(dataset.reduce(np.int64(0), lambda c, _: c + 1))
-        return n
+    _count = staticmethod(stream.count)
 
     def _teacher_predict(self, views):
         if self._teacher_fn is None:
@@ -487,100 +454,41 @@ class FunMatchDistiller(keras.Model):
         return targets
 
     def make_train_dataset(self, images, batch_size=32, initial_epoch=0, shuffle=True,
-                           num_images=None):
+                           num_images=None, initial_step=None, steps_per_epoch=None):
         """Raw images -> an endless ``tf.data`` stream of batched train views.
 
         ``images``: a dataset of ``image`` / ``(image, label, ...)`` elements
         (uint8 ``[H, W, C]`` of any size >= ``image_size``; batched datasets are
-        unbatched), or an array ``[N, H, W, C]``. Each epoch ``e`` (from
-        ``initial_epoch`` on) shuffles with a seed derived from ``(seed, e)``,
-        renders the variant's views per image keyed by ``(seed, e, index)``,
-        batches (dropping the remainder) and applies batch-level views (mixup)
-        keyed by ``(seed, e, step)``. Elements are dicts: ``"student"``
+        unbatched), or an array ``[N, H, W, C]``. The stream is
+        :func:`kdzoo.distill.stream.train_stream`: data epoch ``e`` shuffles
+        with a seed derived from ``(seed, e)`` and renders the variant's views
+        per image keyed by ``(seed, e, index)``; batches run across epoch
+        boundaries (no image is dropped) and batch-level views (mixup) are keyed
+        by ``(seed, global step)``. Elements are dicts: ``"student"``
         ``[B, S, S, C]`` float32, plus ``"teacher"`` ``[B, T, T, C]`` when the
         teacher's view differs, or ``"targets"`` ``[B, K]`` for ``fix/*``.
+
+        The stream starts at global step ``initial_step``, or else at
+        ``initial_epoch * steps_per_epoch`` (default ``N // batch_size``: the
+        Keras epochs ``fit`` runs), so a resumed ``fit`` continues exactly.
 
         Sets ``self.train_steps_per_epoch`` (= N // batch_size), which ``fit``
         uses when given this dataset without ``steps_per_epoch``. N is
         ``num_images`` if given, else the dataset's cardinality; a dataset of
         unknown cardinality is counted (read through once) only for ``fix/*``,
-        otherwise N stays unknown and ``fit`` needs ``steps_per_epoch``. One
-        pass over the data is one epoch of the key stream; an infinite dataset
-        is a single endless epoch ``initial_epoch``.
+        otherwise N stays unknown and ``fit`` needs ``steps_per_epoch``.
         """
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        dataset = self._image_dataset(images)
-        if num_images is not None:
-            n = int(num_images)
-        else:
-            n = int(dataset.cardinality())
-            if n == tf.data.UNKNOWN_CARDINALITY and self.views.fixed:
-                n = self._count(dataset)
-            elif n < 0:
-                n = None
-        if n is not None and n < batch_size:
-            raise ValueError(f"The train dataset has {n} images, fewer than one batch "
-                             f"of {batch_size}; use batch_size <= {n} or more images.")
-        views = self.views
-        if views.fixed:
-            if n is None:
-                raise ValueError(f"{self.variant} needs a finite train dataset: its "
-                                 "targets are computed once per image.")
-            if (self.fixed_targets is None or self.fixed_targets_source is not images
-                    or self._fixed_targets_temperature != self.temperature
-                    or len(self.fixed_targets) != n):
-                self.prepare_targets(images)
-            targets = tf.data.Dataset.from_tensor_slices(self.fixed_targets)
-            base = tf.data.Dataset.zip((dataset.enumerate(), targets)).map(
-                lambda ii, t: (ii[0], ii[1], t))
-        else:
-            base = dataset.enumerate().map(lambda i, img: (i, img, tf.zeros([0])))
-        buffer = min(self.shuffle_buffer, n) if n is not None else self.shuffle_buffer
-        shuffle = bool(shuffle) and buffer > 1
-        fixed = views.fixed
+        return stream.funmatch_stream(self, images, int(batch_size), initial_epoch, shuffle,
+                                      num_images, initial_step, steps_per_epoch)
 
-        def per_image(epoch):
-            def fn(index, image, target):
-                out = views.train_views(image, index, epoch)
-                if fixed:
-                    out.pop("index")
-                    out["targets"] = target
-                return out
-            return fn
+    def make_eval_dataset(self, dataset, batch_size=32, resize_small=None):
+        """``(image, label)`` elements of any size -> batched ``(views, labels)`` for evaluate.
 
-        def one_epoch(epoch):
-            ds = base
-            if shuffle:
-                shuffle_seed = augment.make_key(views.seed, augment.SHUFFLE, epoch)[0]
-                # tf.data pairs an op seed with the graph's global seed; pin the latter
-                # (in this traced function only) so the order depends on (seed, epoch)
-                # alone, never on tf.random.set_seed / keras.utils.set_random_seed.
-                graph = tf.compat.v1.get_default_graph()
-                global_seed = graph.seed
-                graph.seed = 1
-                try:
-                    ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
-                finally:
-                    graph.seed = global_seed
-            ds = ds.map(per_image(epoch), num_parallel_calls=_AUTOTUNE, deterministic=True)
-            ds = ds.batch(batch_size, drop_remainder=True)
-            return ds.enumerate().map(lambda step, b: views.batch_views(b, epoch, step),
-                                      num_parallel_calls=_AUTOTUNE, deterministic=True)
-
-        stream = tf.data.Dataset.counter(start=int(initial_epoch)).flat_map(one_epoch)
-        if self.teacher_cache is not None:  # cached teacher outputs replace the teacher
-            cache = self.teacher_cache
-            cache.check_stream(batch_size, n, buffer, shuffle, initial_epoch, images)
-            stream = tf.data.Dataset.zip(
-                (stream, cache.dataset(initial_epoch, self.temperature))).map(
-                lambda b, t: {"student": b["student"], "targets": t})
-        self.train_steps_per_epoch = None if n is None else n // batch_size
-        return stream.prefetch(_AUTOTUNE)
-
-    def make_eval_dataset(self, dataset, batch_size=32):
-        """``(image, label)`` elements of any size -> batched ``(views, labels)`` for evaluate."""
+        ``resize_small``: the authors' evaluation, ``resize_small(R)|central_crop(S)``
+        (``S = image_size``; e.g. R = 160 at 128 px, 256 at 224 px; see
+        :func:`kdzoo.data.eval_preprocess`); a cross-resolution teacher sees the
+        same region at its size. ``None``: the central square (``eval_crop_fraction``).
+        """
         if not isinstance(dataset, tf.data.Dataset):
             raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label); "
                             f"got {type(dataset).__name__}. Wrap arrays with "
@@ -594,7 +502,11 @@ class FunMatchDistiller(keras.Model):
         elif spec[0].shape.rank != 3:
             raise ValueError(f"Eval images must have rank 3 (or 4 when batched); got "
                              f"shape {spec[0].shape}.")
-        return dataset.map(lambda img, label, *_: (self.views.eval_views(img), label),
+        views = self.views.eval_views
+        if resize_small is not None:
+            views = functools.partial(eval_views, sizes=(self.image_size, self.teacher_image_size),
+                                      resize_small=int(resize_small))
+        return dataset.map(lambda img, label, *_: (views(img), label),
                            num_parallel_calls=_AUTOTUNE, deterministic=True
                            ).batch(int(batch_size)).prefetch(_AUTOTUNE)
 
@@ -616,13 +528,17 @@ class FunMatchDistiller(keras.Model):
             raise ValueError("fit needs training images.")
         if not self._is_views(x):
             raw = x
-            x = self.make_train_dataset(raw, batch_size=batch_size or 32,
-                                        initial_epoch=initial_epoch)
+            # keras.callbacks.BackupAndRestore restores the epoch only once fit has
+            # started; the stream is built now, so it reads the backup's epoch first.
+            start = max(int(initial_epoch), stream.restored_epoch(kwargs.get("callbacks")))
+            make = lambda **kw: self.make_train_dataset(  # noqa: E731
+                raw, batch_size=batch_size or 32, initial_epoch=start,
+                steps_per_epoch=steps_per_epoch, **kw)
+            x = make()
             if steps_per_epoch is None and self.train_steps_per_epoch is None:
                 n = self._count(self._image_dataset(raw))  # unknown cardinality: count
                 if n is not None:
-                    x = self.make_train_dataset(raw, batch_size=batch_size or 32,
-                                                initial_epoch=initial_epoch, num_images=n)
+                    x = make(num_images=n)
         if steps_per_epoch is None:
             steps_per_epoch = self.train_steps_per_epoch
             if steps_per_epoch is None:
