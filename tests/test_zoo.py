@@ -76,6 +76,35 @@ def test_every_card_points_at_a_registered_architecture_and_a_bit_url():
     assert len(ilsvrc) == 6 and len(upstream) == 6
 
 
+# The published file names, from the architecture names alone (bit_r{depth}x{width} ->
+# BiT-M-R{depth}x{width}, lower-case x: the bucket is case-sensitive; big_transfer's README)
+# and, for the FunMatch teachers, big_vision configs/proj/distill/common.py `inits`.
+BIT_BUCKET = "https://storage.googleapis.com/bit_models/"
+TEACHER_FILES = {"flowers102_128": "R152x2_T_flowers128.npz", "pets_128": "R152x2_T_pet128.npz",
+                 "food101_128": "R152x2_T_food128.npz", "sun397_128": "R152x2_T_sun128.npz",
+                 "in1k_224": "R152x2_T_224.npz", "in1k_384": "R152x2_T_384.npz"}
+
+
+def test_card_urls_are_the_published_file_names():
+    checked = 0
+    for name, card in registry.cards().items():
+        arch, _, ckpt = name.partition(".")
+        match = re.fullmatch(r"bit_r(\d+)x(\d+)", arch)
+        if match is None:
+            continue
+        stem = f"BiT-M-R{match.group(1)}x{match.group(2)}"
+        expected = {"bit_m_in21k": f"{BIT_BUCKET}{stem}.npz",
+                    "bit_m_in21k_ft_in1k": f"{BIT_BUCKET}{stem}-ILSVRC2012.npz"}
+        for teacher, file in TEACHER_FILES.items():
+            expected[f"funmatch_teacher_{teacher}"] = f"{BIT_BUCKET}distill/{file}"
+        expected["funmatch_in1k_224"] = f"{BIT_BUCKET}distill/R50x1_224.npz"
+        expected["funmatch_in1k_160"] = f"{BIT_BUCKET}distill/R50x1_160.npz"
+        assert card["url"] == expected[ckpt], name
+        assert "X" not in card["url"].rsplit("/", 1)[-1].replace("ILSVRC", ""), name
+        checked += 1
+    assert checked == 12 + 6 + 2  # 12 BiT-M cards, 6 FunMatch teachers, 2 students
+
+
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ValueError, match=r"Did you mean 'resnet50_funmatch_imagenet'"):
         kdzoo.load("resnet50_funmach_imagenet")
