@@ -182,12 +182,15 @@ def test_ensemble_teacher_cache(images, tmp_path):
                 cnn(8, seed=6, name="t2", sharpness=10.0)]
     d = distiller(teachers)
     batch = next(iter(d.make_train_dataset(images, 64)))
-    expected = d.teacher_probs(batch["student"]).numpy()
+    expected = d.teacher_member_probs(batch["student"]).numpy()  # [64, 2, 10]
     kd.cache_teacher(d, images, tmp_path / "ens.tcache", epochs=1, batch_size=64)
     cache = d.use_teacher_cache(tmp_path / "ens.tcache")
     assert cache.header["num_teachers"] == 2
+    # One distribution per teacher, so the loss can sum the per-teacher KLs (the default).
     got = next(iter(d.make_train_dataset(images, 64)))["targets"].numpy()
+    assert got.shape == (64, 2, 10)
     np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.abs(got[:, 0] - got[:, 1]).max() > 0.1  # two different teachers
 
 
 # --------------------------------------------------------- teacher never run ---
@@ -314,3 +317,4 @@ def test_header_records_the_stream(caches, teacher):
     size = os.path.getsize(caches["top5"])
     # Compact: 22 bytes per view (5 x (float16 + int16) + a float16 tail) + the header.
     assert size < 3 * 8 * 32 * (5 * 4 + 2) + 4096
+
