@@ -129,6 +129,32 @@ def test_parameter_counts_match_the_published_layout(depth, width):
     keras.backend.clear_session()
 
 
+def test_scratch_students_get_bit_papers_zero_head(images):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes"))
+    from common import load_student
+    from kdzoo.models.bit import build_bit, zero_init_head
+
+    # big_vision models/bit_paper.py: head_zeroinit=True (kernel and bias zero).
+    tiny = build_bit(50, 0.5, num_classes=7, input_shape=(IMAGE, IMAGE, 3), units=(1, 1, 1, 1),
+                     head_zeroinit=True)
+    assert all(not np.any(w) for w in tiny.get_layer("head").get_weights())
+    np.testing.assert_array_equal(tiny.predict(images, verbose=0), np.zeros((2, 7)))
+    # Off by default: a random zoo model (and so a teacher built from scratch) keeps Glorot.
+    plain = build_bit(50, 0.5, num_classes=7, input_shape=(IMAGE, IMAGE, 3), units=(1, 1, 1, 1))
+    assert np.abs(plain.get_layer("head").get_weights()[0]).max() > 0.01
+    # The recipes' student from scratch (--student_init unset) is zero-headed; the
+    # backbone is random, so its features are not zero.
+    student = load_student("bit_r50x1", None, num_classes=5, input_shape=(IMAGE, IMAGE, 3))
+    assert all(not np.any(w) for w in student.get_layer("head").get_weights())
+    features = keras.Model(student.input, student.get_layer("avg_pool").output)
+    assert np.abs(features.predict(images, verbose=0)).max() > 0
+    with pytest.raises(ValueError, match="no layer named 'head'.*include_top=False"):
+        zero_init_head(features)
+    del student, features
+    keras.backend.clear_session()
+
+
 def test_logits_match_an_independent_numpy_bit(loaded, images, reference):
     logits = loaded.predict(images, verbose=0)
     np.testing.assert_allclose(logits, reference[1], rtol=2e-3, atol=2e-3 * np.abs(reference[1]).max())
