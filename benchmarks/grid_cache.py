@@ -17,7 +17,7 @@ A window is the whole grid in one mode. Each mode builds its distillers once
 and the first (warm-up, discarded) window traces them, so the timed windows
 measure what a real grid spends per epoch, not Keras/tf.data start-up that a
 10,000-epoch run pays once; the modes alternate window by window and the
-figures are medians.
+figures are medians (``--quick`` skips the warm-up: a smoke run for CI).
 
 Prints ONE JSON line: ``ratio`` = online grid wall time / shared grid wall
 time (goal 3). ``bound`` is what the step costs allow: with teacher forward
@@ -58,14 +58,14 @@ from kdzoo.models.fmnist import build_fmnist_cnn  # noqa: E402
 TEACHER_WIDTH = 52  # forward ~5x fmnist_cnn_w16's on CPU (reported as measured)
 
 
-def forward_seconds(model, x, repeats=5):
+def forward_seconds(model, x, repeats=3):
     fn = tf.function(lambda t: model(t, training=False))
     fn(x).numpy()
     return _bench.median([1.0 / _bench.timed(lambda: fn(x).numpy(), 1)
                           for _ in range(repeats)])
 
 
-def train_step_seconds(d, views, repeats=5):
+def train_step_seconds(d, views, repeats=3):
     """Seconds of one cached-target train step (student forward + backward + update)."""
     ds = tf.data.Dataset.from_tensors(views).repeat()
     d.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
@@ -139,15 +139,19 @@ def main():
             counter["cache_mb"] = size / 2 ** 20
             return 1.0 / seconds
 
-        rates = _bench.interleaved({"online": online, "shared": shared}, windows, warmup=1)
-        # The same grids on views rendered once and held in memory (no input pipeline).
+        warmup = 0 if args.quick else 1  # --quick: a smoke run, tracing included in the figures
+        rates = _bench.interleaved({"online": online, "shared": shared}, windows, warmup=warmup)
+        # The same grids on views rendered once and held in memory (no input pipeline;
+        # skipped by --quick, which only smoke-tests the script).
         d0 = online_d[0]
         d0.use_teacher_cache(None)
         steps = n // batch
-        held = [b["student"].numpy() for b in d0.make_train_dataset(images, batch).take(
-            max(lengths) * steps)]
-        mem_on = [make(p) for p in points]
-        mem_sh = [make(p) for p in points]
+        held = [] if args.quick else [b["student"].numpy() for b in d0.make_train_dataset(
+            images, batch).take(max(lengths) * steps)]
+        mem_on = online_d  # already traced for {"student"} batches
+        mem_sh = [shared_d[id(p)] for p in points]  # ... and for {"student", "targets"}
+        for d in mem_sh:
+            d.use_teacher_cache(None)
 
         def views_of(e, targets=None):
             data = {"student": np.stack(held[:e * steps])}
@@ -168,13 +172,13 @@ def main():
             logits = np.stack([teacher_fn(v).numpy().astype(np.float16) for v in held])
             for d, point, e in zip(mem_sh, points, lengths):
                 targets = targets_from_cache(logits[:, :, None], None, None, 10,
-                                                point["temperature"])
+                                             point["temperature"])
                 d.fit(views_of(e, targets), epochs=1, steps_per_epoch=e * steps, verbose=0)
             return 1.0 / (time.perf_counter() - start)
 
-        mem = _bench.interleaved({"online": mem_online, "shared": mem_shared}, windows,
-                                 warmup=1)
-    mem_s = {k: 1.0 / _bench.median(v) for k, v in mem.items()}
+        mem = None if args.quick else _bench.interleaved(
+            {"online": mem_online, "shared": mem_shared}, windows, warmup=warmup)
+    mem_s = {k: 1.0 / _bench.median(v) for k, v in mem.items()} if mem else None
     seconds = {k: 1.0 / _bench.median(v) for k, v in rates.items()}
     ratio = seconds["online"] / seconds["shared"]
     for k, v in seconds.items():
@@ -185,8 +189,8 @@ def main():
         "ratio": round(ratio, 3),
         "goal": 3.0,
         "bound": round(bound, 3),
-        "views_in_memory_ratio": round(mem_s["online"] / mem_s["shared"], 3),
-        "views_in_memory_grid_s": {k: round(v, 2) for k, v in mem_s.items()},
+        "views_in_memory_ratio": mem_s and round(mem_s["online"] / mem_s["shared"], 3),
+        "views_in_memory_grid_s": mem_s and {k: round(v, 2) for k, v in mem_s.items()},
         "grid_s": {k: round(v, 2) for k, v in seconds.items()},
         "points": len(points), "axes": {k: list(v) for k, v in axes.items()},
         "point_epochs": lengths, "images": n, "batch": batch, "windows": windows,
