@@ -3,6 +3,15 @@
 Each grid point runs in its own work directory ``<workdir>/point-NNN`` and
 writes ``metrics.json`` there, so a cluster can run points in parallel
 (``--grid_index``) and any process can summarise what has finished.
+
+The grid pays for the teacher once: learning rate, weight decay, temperature
+and the number of epochs (:data:`TEACHER_FREE`) do not change a single view
+the teacher sees (views are keyed by ``(seed, epoch, index)``, mixup by
+``(seed, epoch, step)``, and a shorter run's stream is a prefix of a longer
+one's), and the teacher-output cache stores logits with the temperature
+applied when read. So one cache, built for the longest point, serves every
+point of the grid: :func:`fit_grid_from_one_cache`, measured by
+``benchmarks/grid_cache.py``.
 """
 
 import itertools
@@ -15,6 +24,95 @@ FUNMATCH_GRID = {
     "weight_decay": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
     "temperature": (1.0, 2.0, 5.0, 10.0),
 }
+
+# The authors' published sweep: big_vision configs/proj/distill/bigsweep_food_sun.py,
+# get_hyper (the full product after its early return): total_epochs x lr x T x wd, times
+# 8 preprocessing settings (mixup p in {0, .1, .5, 1} x two crop pipelines) not swept here.
+AUTHORS_SWEEP = {
+    "epochs": (100, 1000, 3000),
+    "lr": (1e-3, 3e-3, 1e-2),
+    "temperature": (1.0, 2.0, 5.0, 10.0),
+    "weight_decay": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3),
+}
+
+# Point parameters that leave every teacher view unchanged: points differing only in
+# these can share one teacher-output cache.
+TEACHER_FREE = ("lr", "weight_decay", "temperature", "epochs")
+
+
+def with_epochs(grid, epochs):
+    """``grid`` with an ``epochs`` axis, outermost as in the authors' ``get_hyper``.
+
+    ``with_epochs(FUNMATCH_GRID, (1000, 3000, 10000))`` is 240 points.
+    """
+    epochs = tuple(epochs)
+    if not epochs or any(isinstance(e, bool) or not isinstance(e, int) or e < 1
+                         for e in epochs):
+        raise ValueError(f"epochs must be a non-empty list of positive ints, got {epochs!r}.")
+    if "epochs" in grid:
+        raise ValueError("The grid already has an 'epochs' axis.")
+    return {"epochs": epochs, **grid}
+
+
+def teacher_cache_groups(points):
+    """Points that can share one teacher cache: ``[(shared_params, [indices])]``.
+
+    Points are grouped by their parameters outside :data:`TEACHER_FREE` (a
+    grid over lr x wd x T x epochs is one group); order follows ``points``.
+    """
+    groups = {}
+    for index, point in enumerate(points):
+        shared = tuple(sorted((k, v) for k, v in point.items() if k not in TEACHER_FREE))
+        groups.setdefault(shared, []).append(index)
+    return [(dict(shared), indices) for shared, indices in groups.items()]
+
+
+def fit_grid_from_one_cache(make_distiller, images, points, cache_path, *, batch_size,
+                            epochs=None, top_k=None, dtype="float16", fit_point=None):
+    """Train every grid point from one teacher-output cache; the teacher runs once.
+
+    Args:
+        make_distiller: ``point -> FunMatchDistiller``, compiled with the point's
+            optimizer (lr, weight decay) and built with its temperature. All
+            points must share the views (:func:`teacher_cache_groups` gives one
+            group), which ``use_teacher_cache`` checks.
+        images: the train images, as given to ``fit``.
+        points: the grid points (dicts); a point's ``"epochs"`` (else ``epochs``)
+            is its length.
+        cache_path: where the cache is written (once, for the longest point).
+        batch_size, top_k, dtype: as in :func:`kdzoo.distill.cache_teacher`.
+        fit_point: ``(distiller, point, epochs) -> result``; default
+            ``distiller.fit(images, batch_size=..., epochs=..., verbose=0)``.
+
+    Returns ``[result of each point]``, in order.
+    """
+    from kdzoo.distill.teacher_cache import cache_teacher
+
+    points = list(points)
+    if not points:
+        raise ValueError("fit_grid_from_one_cache needs at least one grid point.")
+    groups = teacher_cache_groups(points)
+    if len(groups) > 1:
+        keys = sorted({k for params, _ in groups for k in params})
+        raise ValueError(f"The points differ in {keys}, which change the teacher's views; "
+                         "one cache cannot serve them. Give each group of "
+                         "kdzoo.grid.teacher_cache_groups(points) its own cache.")
+    lengths = [point.get("epochs", epochs) for point in points]
+    if any(e is None for e in lengths):
+        raise ValueError("Each point needs its number of epochs: an 'epochs' entry or "
+                         "epochs=.")
+    distiller = make_distiller(points[0])
+    cache = cache_teacher(distiller, images, cache_path, epochs=max(lengths),
+                          batch_size=batch_size, top_k=top_k, dtype=dtype)
+    if fit_point is None:
+        def fit_point(d, point, n):
+            return d.fit(images, batch_size=batch_size, epochs=n, verbose=0)
+    results = []
+    for i, (point, n) in enumerate(zip(points, lengths)):
+        d = distiller if i == 0 else make_distiller(point)
+        d.use_teacher_cache(cache)
+        results.append(fit_point(d, point, n))
+    return results
 
 
 def expand_grid(grid):

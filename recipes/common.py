@@ -83,11 +83,22 @@ def maybe_mock_data(smoke, num_examples=SMOKE_EXAMPLES):
         yield
 
 
-def tiny_bit(num_classes, input_shape):
+def tiny_bit(num_classes, input_shape, head_zeroinit=False):
     """A 1-unit-per-block, half-width BiT for --smoke runs."""
     from kdzoo.models.bit import build_bit
     return build_bit(50, 0.5, num_classes=num_classes, input_shape=input_shape,
-                     units=(1, 1, 1, 1), name="tiny_bit")
+                     units=(1, 1, 1, 1), name="tiny_bit", head_zeroinit=head_zeroinit)
+
+
+def load_student(name, init, **kwargs):
+    """The recipe's student: ``kdzoo.load(name, weights=init)``; from scratch (``init``
+    None) a BiT gets big_vision ``bit_paper``'s zero-initialised head."""
+    import kdzoo
+    from kdzoo.models.bit import zero_init_head
+    model = kdzoo.load(name, weights=init, **kwargs)
+    if init is None and kdzoo.model_info(name)["family"] == "bit":
+        zero_init_head(model)
+    return model
 
 
 def fail(message):
@@ -161,11 +172,12 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
     if smoke:
         teacher = functools.partial(tiny_bit, spec.num_classes, (teacher_size and 48 or size,) * 2 + (3,))
         teacher_size = teacher_size and 48
-        student = functools.partial(tiny_bit, spec.num_classes, (size, size, 3))
+        student = functools.partial(tiny_bit, spec.num_classes, (size, size, 3),
+                                    head_zeroinit=True)
     else:
         teacher = teacher_loader(FLAGS.teacher, teacher_checkpoint)
         student = functools.partial(
-            kdzoo.load, FLAGS.student, weights=FLAGS.student_init, num_classes=spec.num_classes,
+            load_student, FLAGS.student, FLAGS.student_init, num_classes=spec.num_classes,
             input_shape=(size, size, 3))
     base = dict(
         dataset=dataset, teacher=teacher, student=student, variant=FLAGS.variant,

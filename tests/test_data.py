@@ -334,3 +334,104 @@ def test_eval_preprocess_identity_and_errors():
                                   big[16:144, 36:164].astype(np.float32))
     with pytest.raises(ValueError, match="resize_small"):
         D.eval_preprocess(image, 32, 16)
+
+
+# ------------------------------------------------ train-view augmentation
+# (kdzoo.data.augment; the authors' ops are big_vision pp/ops_image.py and utils.py)
+
+def _np_bilinear(img, out):
+    """Plain bilinear resize to out x out, half-pixel centres, edge clamp, no antialias."""
+    h, w = img.shape[:2]
+
+    def axis(n_in):
+        src = np.clip((np.arange(out) + 0.5) * n_in / out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, fy = axis(h)
+    x0, x1, fx = axis(w)
+    img = img.astype(np.float64)
+    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
+    bot = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bot * fy[:, None, None]
+
+
+def test_inception_crop_views_are_plain_bilinear_like_big_vision():
+    from kdzoo.data import augment
+    from kdzoo.distill.views import ViewMaker
+    image = np.random.default_rng(3).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
+    for variant in ("same/ic", "funmatch", "ind/ic"):
+        vm = ViewMaker(variant, 24, seed=5, flip=False)
+        v = vm.train_views(tf.constant(image), 2, 0, return_boxes=True)
+        y, x, h, w = v["student_box"].numpy()
+        expected = _np_bilinear(image[y:y + h, x:x + w], 24)
+        np.testing.assert_allclose(v["student"].numpy(), expected, atol=1e-3)
+    # The antialiased option (and so the earlier default) is measurably different.
+    aa = ViewMaker("same/ic", 24, seed=5, flip=False, antialias=True).train_views(
+        tf.constant(image), 2, 0)["student"].numpy()
+    assert np.abs(aa - expected).mean() > 2.0
+    assert augment.train_resize("ic") == ("bilinear", False)
+
+
+def test_short_side_crops_use_area_resampling_like_resize_small():
+    from kdzoo.distill.views import ViewMaker
+    image = np.random.default_rng(4).integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    # crop_fraction 0.8 of the 40 px short side: a 32 px square, rendered at 16 = 2x2 means.
+    vm = ViewMaker("fix/cc", 16, seed=0, crop_fraction=0.8)
+    got = vm.target_view(tf.constant(image), 0).numpy()
+    box = image[4:36, 9:41].astype(np.float64)
+    np.testing.assert_allclose(got, box.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3)), atol=1e-3)
+    rc = ViewMaker("same/rc", 16, seed=1, crop_fraction=0.8, flip=False)
+    v = rc.train_views(tf.constant(image), 0, 0, return_boxes=True)
+    y, x, h, w = v["student_box"].numpy()
+    assert (h, w) == (32, 32)
+    block = image[y:y + 32, x:x + 32].astype(np.float64).reshape(16, 2, 16, 2, 3)
+    np.testing.assert_allclose(v["student"].numpy(), block.mean(axis=(1, 3)), atol=1e-3)
+    # fix/rs: the whole image, plain bilinear (big_vision get_resize's default).
+    rs = ViewMaker("fix/rs", 16, seed=0).target_view(tf.constant(image), 0).numpy()
+    np.testing.assert_allclose(rs, _np_bilinear(image, 16), atol=1e-3)
+
+
+def _ratios(alpha, n=3000):
+    from kdzoo.data import augment
+
+    @tf.function
+    def draw():
+        return tf.map_fn(lambda i: augment.mixup_ratio(augment.make_key(11, i), alpha),
+                         tf.range(n, dtype=tf.int64), fn_output_signature=tf.float32)
+    return np.sort(draw().numpy())
+
+
+def _ks(sorted_values, cdf):
+    n = len(sorted_values)
+    f = cdf(sorted_values)
+    return max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+
+
+def test_mixup_ratio_is_max_of_r_and_one_minus_r():
+    # big_vision utils.get_mixup: a ~ Beta(p, p); a = max(a, 1 - a).
+    # Independent CDFs of max(r, 1 - r) on [0.5, 1]: G(x) = 2 F(x) - 1 with F the Beta CDF;
+    # Beta(1, 1): F(x) = x; Beta(1/2, 1/2): F(x) = (2 / pi) arcsin(sqrt(x)).
+    crit = 1.63 / np.sqrt(3000)  # Kolmogorov-Smirnov at the 1% level
+    uniform = _ratios(1.0)
+    assert uniform.min() >= 0.5 and uniform.max() <= 1.0
+    assert _ks(uniform, lambda x: 2 * x - 1) < crit
+    arcsine = _ratios(0.5)
+    assert arcsine.min() >= 0.5
+    assert _ks(arcsine, lambda x: 4 / np.pi * np.arcsin(np.sqrt(x)) - 1) < crit
+    # A plain Beta(1, 1) ratio (half of it below 0.5) fails the same test.
+    assert _ks(np.sort(np.random.default_rng(0).uniform(size=3000)), lambda x: 2 * x - 1) > crit
+
+
+def test_mixup_mixes_all_views_with_one_ratio_and_the_rolled_partner():
+    from kdzoo.data import augment
+    rng = np.random.default_rng(5)
+    s, t = rng.uniform(0, 255, (4, 6, 6, 3)), rng.uniform(0, 255, (4, 9, 9, 3))
+    key = augment.make_key(3, 1)
+    mixed, ratio = augment.mixup({"student": s, "teacher": t}, key, 1.0)
+    r = float(ratio)
+    assert 0.5 <= r <= 1.0
+    for name, x in (("student", s), ("teacher", t)):
+        np.testing.assert_allclose(mixed[name].numpy(), r * x + (1 - r) * x[[3, 0, 1, 2]],
+                                   rtol=1e-5)

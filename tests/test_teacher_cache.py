@@ -182,12 +182,15 @@ def test_ensemble_teacher_cache(images, tmp_path):
                 cnn(8, seed=6, name="t2", sharpness=10.0)]
     d = distiller(teachers)
     batch = next(iter(d.make_train_dataset(images, 64)))
-    expected = d.teacher_probs(batch["student"]).numpy()
+    expected = d.teacher_member_probs(batch["student"]).numpy()  # [64, 2, 10]
     kd.cache_teacher(d, images, tmp_path / "ens.tcache", epochs=1, batch_size=64)
     cache = d.use_teacher_cache(tmp_path / "ens.tcache")
     assert cache.header["num_teachers"] == 2
+    # One distribution per teacher, so the loss can sum the per-teacher KLs (the default).
     got = next(iter(d.make_train_dataset(images, 64)))["targets"].numpy()
+    assert got.shape == (64, 2, 10)
     np.testing.assert_allclose(got, expected, atol=2e-3)
+    assert np.abs(got[:, 0] - got[:, 1]).max() > 0.1  # two different teachers
 
 
 # --------------------------------------------------------- teacher never run ---
@@ -314,3 +317,47 @@ def test_header_records_the_stream(caches, teacher):
     size = os.path.getsize(caches["top5"])
     # Compact: 22 bytes per view (5 x (float16 + int16) + a float16 tail) + the header.
     assert size < 3 * 8 * 32 * (5 * 4 + 2) + 4096
+
+
+# ------------------------------------------------ one cache for the whole grid ---
+def test_grid_axes_and_sharing_groups():
+    from kdzoo import grid
+    assert len(grid.expand_grid(grid.AUTHORS_SWEEP)) == 3 * 3 * 4 * 5  # bigsweep_food_sun
+    swept = grid.with_epochs(grid.FUNMATCH_GRID, (1000, 3000))
+    points = grid.expand_grid(swept)
+    assert len(points) == 160 and list(swept)[0] == "epochs"
+    assert points[0]["epochs"] == 1000 and points[80]["epochs"] == 3000
+    # lr x wd x T x epochs never change a view: one group, one cache.
+    assert grid.teacher_cache_groups(points) == [({}, list(range(160)))]
+    mixed = [dict(p, variant=v) for p in points[:3] for v in ("funmatch", "same/ic")]
+    groups = grid.teacher_cache_groups(mixed)
+    assert groups == [({"variant": "funmatch"}, [0, 2, 4]), ({"variant": "same/ic"}, [1, 3, 5])]
+    with pytest.raises(ValueError, match="positive ints"):
+        grid.with_epochs(grid.FUNMATCH_GRID, (0,))
+    with pytest.raises(ValueError, match=r"differ in \['variant'\].*teacher_cache_groups"):
+        grid.fit_grid_from_one_cache(lambda p: None, None, mixed, "unused", batch_size=8)
+
+
+def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
+    from kdzoo import grid
+    points = grid.expand_grid({"epochs": (1, 2), "lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
+
+    def make(point):
+        d = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="funmatch",
+                              temperature=point["temperature"], seed=3, image_size=28)
+        d.compile(optimizer=keras.optimizers.Adam(point["lr"], global_clipnorm=1.0))
+        return d
+
+    before = int(TEACHER_IMAGES.numpy())
+    trained = grid.fit_grid_from_one_cache(
+        make, images, points, tmp_path / "grid.tcache", batch_size=64, dtype="float32",
+        fit_point=lambda d, p, n: train(d, images, n, batch_size=64))
+    # The teacher ran once per view of the longest point (2 epochs x 4 steps x 64), not 8x.
+    assert int(TEACHER_IMAGES.numpy()) - before == 2 * 4 * 64
+    # Each point equals its own run with an online teacher (T applied when read; a
+    # 1-epoch point reads the first epoch of the 2-epoch cache).
+    for index in (0, 5):  # (1 epoch, lr 1e-3, T 1) and (2 epochs, lr 1e-3, T 4)
+        point = points[index]
+        online = train(make(point), images, point["epochs"], batch_size=64)
+        assert max_diff(online, trained[index]) < 1e-4, (index, point)
+    assert max_diff(trained[0], trained[1]) > 1e-3  # T changes the result

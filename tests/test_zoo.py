@@ -76,6 +76,35 @@ def test_every_card_points_at_a_registered_architecture_and_a_bit_url():
     assert len(ilsvrc) == 6 and len(upstream) == 6
 
 
+# The published file names, from the architecture names alone (bit_r{depth}x{width} ->
+# BiT-M-R{depth}x{width}, lower-case x: the bucket is case-sensitive; big_transfer's README)
+# and, for the FunMatch teachers, big_vision configs/proj/distill/common.py `inits`.
+BIT_BUCKET = "https://storage.googleapis.com/bit_models/"
+TEACHER_FILES = {"flowers102_128": "R152x2_T_flowers128.npz", "pets_128": "R152x2_T_pet128.npz",
+                 "food101_128": "R152x2_T_food128.npz", "sun397_128": "R152x2_T_sun128.npz",
+                 "in1k_224": "R152x2_T_224.npz", "in1k_384": "R152x2_T_384.npz"}
+
+
+def test_card_urls_are_the_published_file_names():
+    checked = 0
+    for name, card in registry.cards().items():
+        arch, _, ckpt = name.partition(".")
+        match = re.fullmatch(r"bit_r(\d+)x(\d+)", arch)
+        if match is None:
+            continue
+        stem = f"BiT-M-R{match.group(1)}x{match.group(2)}"
+        expected = {"bit_m_in21k": f"{BIT_BUCKET}{stem}.npz",
+                    "bit_m_in21k_ft_in1k": f"{BIT_BUCKET}{stem}-ILSVRC2012.npz"}
+        for teacher, file in TEACHER_FILES.items():
+            expected[f"funmatch_teacher_{teacher}"] = f"{BIT_BUCKET}distill/{file}"
+        expected["funmatch_in1k_224"] = f"{BIT_BUCKET}distill/R50x1_224.npz"
+        expected["funmatch_in1k_160"] = f"{BIT_BUCKET}distill/R50x1_160.npz"
+        assert card["url"] == expected[ckpt], name
+        assert "X" not in card["url"].rsplit("/", 1)[-1].replace("ILSVRC", ""), name
+        checked += 1
+    assert checked == 12 + 6 + 2  # 12 BiT-M cards, 6 FunMatch teachers, 2 students
+
+
 def test_unknown_name_suggests_close_matches():
     with pytest.raises(ValueError, match=r"Did you mean 'resnet50_funmatch_imagenet'"):
         kdzoo.load("resnet50_funmach_imagenet")
@@ -97,6 +126,32 @@ def test_parameter_counts_match_the_published_layout(depth, width):
     if (depth, width) == (50, 1):
         assert model.count_params() == 25_549_352
     del model
+    keras.backend.clear_session()
+
+
+def test_scratch_students_get_bit_papers_zero_head(images):
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes"))
+    from common import load_student
+    from kdzoo.models.bit import build_bit, zero_init_head
+
+    # big_vision models/bit_paper.py: head_zeroinit=True (kernel and bias zero).
+    tiny = build_bit(50, 0.5, num_classes=7, input_shape=(IMAGE, IMAGE, 3), units=(1, 1, 1, 1),
+                     head_zeroinit=True)
+    assert all(not np.any(w) for w in tiny.get_layer("head").get_weights())
+    np.testing.assert_array_equal(tiny.predict(images, verbose=0), np.zeros((2, 7)))
+    # Off by default: a random zoo model (and so a teacher built from scratch) keeps Glorot.
+    plain = build_bit(50, 0.5, num_classes=7, input_shape=(IMAGE, IMAGE, 3), units=(1, 1, 1, 1))
+    assert np.abs(plain.get_layer("head").get_weights()[0]).max() > 0.01
+    # The recipes' student from scratch (--student_init unset) is zero-headed; the
+    # backbone is random, so its features are not zero.
+    student = load_student("bit_r50x1", None, num_classes=5, input_shape=(IMAGE, IMAGE, 3))
+    assert all(not np.any(w) for w in student.get_layer("head").get_weights())
+    features = keras.Model(student.input, student.get_layer("avg_pool").output)
+    assert np.abs(features.predict(images, verbose=0)).max() > 0
+    with pytest.raises(ValueError, match="no layer named 'head'.*include_top=False"):
+        zero_init_head(features)
+    del student, features
     keras.backend.clear_session()
 
 

@@ -114,18 +114,40 @@ def inception_crop_box(image, key, area_range=INCEPTION_AREA_RANGE,
     return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
-def crop_resize(image, box, size, antialias=True):
-    """Render ``box`` of ``image`` as a ``size`` x ``size`` float32 view in [0, 255]."""
+def crop_resize(image, box, size, antialias=True, method="bilinear"):
+    """Render ``box`` of ``image`` as a ``size`` x ``size`` float32 view in [0, 255].
+
+    ``method`` / ``antialias`` as in ``tf.image.resize``. The train views use
+    big_vision's choices (see :func:`train_resize`); the defaults here
+    (antialiased bilinear) are kdzoo's general-purpose rendering.
+    """
     box = tf.cast(box, tf.int32)
     crop = tf.slice(image, tf.stack([box[0], box[1], 0]), tf.stack([box[2], box[3], -1]))
-    view = tf.image.resize(tf.cast(crop, tf.float32), [size, size], method="bilinear",
+    view = tf.image.resize(tf.cast(crop, tf.float32), [size, size], method=method,
                            antialias=antialias)
     return tf.clip_by_value(view, 0.0, 255.0)
 
 
-def resize(image, size, antialias=True):
+def train_resize(kind, antialias=False):
+    """``(method, antialias)`` for rendering a train view of crop ``kind``.
+
+    ``antialias=False`` (the default) follows big_vision ``pp/ops_image.py``:
+    inception crops (``"ic"``, ``get_inception_crop``) and whole-image resizes
+    (``"rs"``, ``get_resize``) are plain bilinear without antialiasing; the
+    short-side crops (``"rc"``, ``"cc"``: ``resize_small`` then a crop) use
+    ``resize_small``'s default area resampling. ``antialias=True`` renders
+    every kind with antialiased bilinear (kdzoo's earlier rendering).
+    """
+    if antialias:
+        return "bilinear", True
+    if kind in ("rc", "cc"):
+        return "area", False
+    return "bilinear", False
+
+
+def resize(image, size, antialias=True, method="bilinear"):
     """The whole image squashed to ``size`` x ``size`` (the paper's ``fix/rs``)."""
-    return crop_resize(image, full_box(image), size, antialias=antialias)
+    return crop_resize(image, full_box(image), size, antialias=antialias, method=method)
 
 
 def flip_decision(key):
@@ -148,14 +170,25 @@ def beta_sample(key, alpha):
     return gammas[0] / tf.maximum(gammas[0] + gammas[1], 1e-12)
 
 
+def mixup_ratio(key, alpha=1.0):
+    """The batch's mixup ratio: ``max(r, 1 - r)`` with ``r ~ Beta(alpha, alpha)``.
+
+    As big_vision's ``utils.get_mixup`` (``a = jnp.maximum(a, 1.0 - a)``): the
+    rolled partner never outweighs the image itself, so the ratio lies in
+    [0.5, 1] (uniform there for ``alpha = 1``).
+    """
+    r = beta_sample(key, alpha)
+    return tf.maximum(r, 1.0 - r)
+
+
 def mixup(views, key, alpha=1.0):
     """Batch mixup as in big_vision: one ratio for the batch, partner = batch rolled by 1.
 
     ``views`` is a tensor ``[B, ...]`` or a list/dict of them (e.g. the student
-    and teacher views of one batch); all are mixed with the *same* ratio and
-    partner. Returns ``(mixed, ratio)``.
+    and teacher views of one batch); all are mixed with the *same* ratio
+    (:func:`mixup_ratio`, >= 0.5) and partner. Returns ``(mixed, ratio)``.
     """
-    ratio = beta_sample(key, alpha)
+    ratio = mixup_ratio(key, alpha)
 
     def mix(x):
         x = tf.cast(x, tf.float32)

@@ -1,7 +1,9 @@
 """Consistent and patient teaching (Beyer et al., CVPR 2022): ``FunMatchDistiller``.
 
-A frozen teacher (one model, or a list whose tempered probabilities are
-averaged) and a student; the loss is ``KL(teacher_T || student_T)`` from
+A frozen teacher (one model, or a list: an ensemble, whose per-teacher KLs
+are summed as in the authors' trainer, or with ``ensemble="mean"`` one KL to
+their averaged probabilities) and a student; the loss is
+``KL(teacher_T || student_T)`` from
 :mod:`kdzoo.distill.losses` (scaled by T**2 by default: see there), and
 ground-truth labels are never used by it. ``variant`` picks one of the
 paper's eight ways of teaching (:data:`kdzoo.distill.views.VARIANTS`).
@@ -22,9 +24,11 @@ Fixed teachers (``fix/*``)
 The teacher's targets are computed once per training image by
 :meth:`prepare_targets`: it walks the finite dataset in order, renders the
 fixed teacher views (``fix/rs``: whole image; ``fix/cc``: central crop;
-``fix/ic_ens``: ``ensemble_crops`` inception crops whose tempered
-probabilities are averaged), runs the teacher and stores a float32 array
-``[N, num_classes]`` of tempered probabilities (``d.fixed_targets``).
+``fix/ic_ens``: ``ensemble_crops`` (by default the paper's 1,000) inception
+crops whose tempered probabilities are averaged), runs the teacher on them in
+batches of bounded size (:mod:`kdzoo.distill.fixed_targets`) and stores a
+float32 array ``[N, num_classes]`` of tempered probabilities
+(``[N, teachers, num_classes]`` for an ensemble) in ``d.fixed_targets``.
 :meth:`make_train_dataset` zips that array, row ``i`` with image ``i``, into
 the pipeline *before* shuffling, so every epoch's batches carry their targets
 and ``train_step`` never calls the teacher. ``fit`` prepares the targets
@@ -108,7 +112,7 @@ class FunMatchDistiller(keras.Model):
 
     Args:
         teacher: a ``keras.Model`` returning logits, or a list of them (an
-            ensemble: the average of their tempered probabilities). Frozen:
+            ensemble, see ``ensemble``). Frozen:
             ``trainable`` is set to False and it always runs with ``training=False``.
         student: a ``keras.Model`` returning logits; taking raw [0, 255] pixels.
         variant: one of ``kdzoo.distill.VARIANTS`` (default ``"funmatch"``).
@@ -121,19 +125,28 @@ class FunMatchDistiller(keras.Model):
         crop_fraction: side of random / central crops as a fraction of the
             short image side (``rc``/``cc`` variants).
         inception_area_range: area range of inception crops.
-        mixup_alpha: Beta(alpha, alpha) ratio of ``funmatch``'s batch mixup.
-        ensemble_crops: inception crops averaged by ``fix/ic_ens``.
+        mixup_alpha: ``funmatch``'s batch mixup ratio is ``max(r, 1 - r)``
+            with ``r ~ Beta(alpha, alpha)`` (big_vision ``utils.get_mixup``).
+        ensemble_crops: inception crops averaged by ``fix/ic_ens`` (default
+            1,000 as in the paper; computed in batches, memory stays bounded).
         eval_crop_fraction: central-square fraction used by evaluation.
         shuffle_buffer: shuffle buffer of the train pipeline (0: no shuffling).
         t2_scaling: multiply the KL by T**2 (default; see ``losses.py``).
+        antialias: render train views with antialiased bilinear instead of
+            big_vision's resampling (plain bilinear inception crops; see
+            :mod:`kdzoo.distill.views`).
+        ensemble: for a list of teachers, ``"sum"`` (default: the per-teacher
+            KLs summed, big_vision ``distill.py``) or ``"mean"`` (one KL to the
+            average of their tempered probabilities).
     """
 
     def __init__(self, teacher, student, variant="funmatch", temperature=1.0,
                  image_size=224, teacher_image_size=None, seed=0, flip=True,
                  crop_fraction=augment.CROP_FRACTION,
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
-                 ensemble_crops=32, eval_crop_fraction=1.0, shuffle_buffer=10_000,
-                 t2_scaling=True, name="funmatch_distiller", **kwargs):
+                 ensemble_crops=1000, eval_crop_fraction=1.0, shuffle_buffer=10_000,
+                 t2_scaling=True, antialias=False, ensemble="sum",
+                 name="funmatch_distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         check_variant(variant)
         teachers = list(teacher) if isinstance(teacher, (list, tuple)) else [teacher]
@@ -178,6 +191,7 @@ class FunMatchDistiller(keras.Model):
         self.variant = variant
         self.temperature = float(temperature)
         self.t2_scaling = bool(t2_scaling)
+        self.ensemble = losses.check_ensemble(ensemble)
         self.shuffle_buffer = int(check_number(
             shuffle_buffer, "shuffle_buffer", minimum=0,
             hint=" It is the train pipeline's shuffle buffer in images; 0 turns shuffling "
@@ -186,7 +200,7 @@ class FunMatchDistiller(keras.Model):
             variant, image_size, teacher_image_size, seed=seed, flip=flip,
             crop_fraction=crop_fraction, inception_area_range=inception_area_range,
             mixup_alpha=mixup_alpha, ensemble_crops=ensemble_crops,
-            eval_crop_fraction=eval_crop_fraction)
+            eval_crop_fraction=eval_crop_fraction, antialias=antialias)
         self.fixed_targets = None          # fix/*: float32 [N, num_classes]
         self.fixed_targets_source = None   # the object they were computed from
         self._fixed_targets_temperature = None
@@ -242,6 +256,7 @@ class FunMatchDistiller(keras.Model):
             "mixup_alpha": v.mixup_alpha, "ensemble_crops": v.ensemble_crops,
             "eval_crop_fraction": v.eval_crop_fraction,
             "shuffle_buffer": self.shuffle_buffer, "t2_scaling": self.t2_scaling,
+            "antialias": v.antialias, "ensemble": self.ensemble,
         }
 
     @classmethod
@@ -276,11 +291,23 @@ class FunMatchDistiller(keras.Model):
         return self.student(inputs, training=training)
 
     def teacher_probs(self, images):
-        """Tempered teacher probabilities (ensemble average), no gradient."""
+        """Tempered teacher probabilities ``[B, K]`` (ensemble average), no gradient."""
+        return losses.mean_probs(self.teacher_member_probs(images))
+
+    def teacher_member_probs(self, images):
+        """Each teacher's tempered probabilities: ``[B, K]``, or ``[B, M, K]`` for a list.
+
+        What the loss reads (:func:`kdzoo.distill.losses.distill_per_example`).
+        """
         probs = [losses.tempered_probs(t(images, training=False), self.temperature)
                  for t in self.teachers]
-        probs = probs[0] if len(probs) == 1 else ops.mean(ops.stack(probs, axis=0), axis=0)
+        probs = probs[0] if len(probs) == 1 else ops.stack(probs, axis=1)
         return ops.stop_gradient(probs)
+
+    def distill_loss(self, targets, logits):
+        """Batch mean of the distillation loss (ensembles: see ``ensemble``)."""
+        return ops.mean(losses.distill_per_example(targets, logits, self.temperature,
+                                                   self.t2_scaling, self.ensemble))
 
     # -- steps ------------------------------------------------------------------
     def train_step(self, data):
@@ -293,13 +320,12 @@ class FunMatchDistiller(keras.Model):
         if "targets" in data:
             targets = ops.cast(data["targets"], "float32")
         else:
-            targets = self.teacher_probs(data.get("teacher", student_view))
+            targets = self.teacher_member_probs(data.get("teacher", student_view))
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             logits = self.student(student_view, training=True)
-            loss = ops.mean(losses.kl_per_example(targets, logits, self.temperature,
-                                                  self.t2_scaling))
+            loss = self.distill_loss(targets, logits)
             total = loss
             if self.student.losses:
                 total = total + ops.cast(ops.sum(self.student.losses), "float32")
@@ -308,7 +334,8 @@ class FunMatchDistiller(keras.Model):
         grads = tape.gradient(scaled, variables)
         apply_with_global_clip(self.optimizer, grads, variables)  # clip the whole-batch norm
         self.loss_tracker.update_state(loss)
-        self.agreement_tracker.update_state(losses.agreement(logits, targets))
+        self.agreement_tracker.update_state(
+            losses.agreement(logits, losses.mean_probs(targets)))
         return {"loss": self.loss_tracker.result(),
                 "agreement": self.agreement_tracker.result()}
 
@@ -356,10 +383,9 @@ class FunMatchDistiller(keras.Model):
             images, labels = data, None
         student_view, teacher_view = self._eval_views(images)
         logits = self.student(student_view, training=False)
-        targets = self.teacher_probs(teacher_view)
-        loss = ops.mean(losses.kl_per_example(targets, logits, self.temperature,
-                                              self.t2_scaling))
-        self.loss_tracker.update_state(loss)
+        members = self.teacher_member_probs(teacher_view)
+        targets = losses.mean_probs(members)
+        self.loss_tracker.update_state(self.distill_loss(members, logits))
         self.agreement_tracker.update_state(losses.agreement(logits, targets))
         if labels is not None:
             labels = ops.convert_to_tensor(labels)
@@ -413,41 +439,36 @@ class FunMatchDistiller(keras.Model):
 
     def _teacher_predict(self, views):
         if self._teacher_fn is None:
-            self._teacher_fn = tf.function(self.teacher_probs, reduce_retracing=True)
+            self._teacher_fn = tf.function(self.teacher_member_probs, reduce_retracing=True)
         return self._teacher_fn(views)
 
     def prepare_targets(self, images, batch_size=64):
         """``fix/*``: compute the teacher's fixed targets once, for every image, in order.
 
         Returns (and stores in ``self.fixed_targets``) a float32 array
-        ``[N, num_classes]`` of tempered teacher probabilities: row ``i`` for the
-        ``i``-th image of ``images``. ``batch_size`` is the teacher's batch in
-        views: ``fix/ic_ens`` renders ``ensemble_crops`` views per image, so it
-        takes ``max(1, batch_size // ensemble_crops)`` images per teacher call.
+        ``[N, num_classes]`` of tempered teacher probabilities (``[N, M,
+        num_classes]`` for ``M`` teachers): row ``i`` for the ``i``-th image of
+        ``images``, averaged over its fixed views (``ensemble_crops`` inception
+        crops for ``fix/ic_ens``). ``batch_size`` is the teacher's batch in
+        views; views are streamed, so memory holds about two such batches
+        whatever ``ensemble_crops`` is (:mod:`kdzoo.distill.fixed_targets`).
         The teacher runs here and nowhere else in ``fix/*`` training.
         """
+        from kdzoo.distill.fixed_targets import compute_fixed_targets
+
         if not is_fixed(self.variant):
             raise ValueError(f"Variant {self.variant!r} has no fixed targets; only "
                              "fix/rs, fix/cc and fix/ic_ens do.")
+        batch_size = int(check_number(batch_size, "batch_size", minimum=1,
+                                      hint=" It is the teacher's batch in views."))
         dataset = self._image_dataset(images)
         n = self._count(dataset)
         if n is None:
             raise ValueError(f"{self.variant} needs a finite train dataset: its targets "
                              "are computed once per image.")
-        crops = self.views.ensemble_crops if self.variant == "fix/ic_ens" else 1
-        per_batch = max(1, int(batch_size) // crops) if crops > 1 else int(batch_size)
-        views = dataset.enumerate().map(
-            lambda i, img: self.views.target_views(img, i), num_parallel_calls=_AUTOTUNE,
-            deterministic=True).batch(per_batch).prefetch(_AUTOTUNE)
-        out = []
-        for batch in views:
-            b = int(batch.shape[0])
-            flat = tf.reshape(batch, [b * crops] + batch.shape[2:].as_list())
-            probs = ops.convert_to_numpy(self._teacher_predict(flat))
-            out.append(probs.reshape(b, crops, -1).mean(axis=1))
-        targets = np.concatenate(out, axis=0).astype(np.float32)
-        if targets.shape[0] != n:
-            raise RuntimeError(f"Prepared {targets.shape[0]} targets for {n} images.")
+        targets = compute_fixed_targets(
+            lambda v: ops.convert_to_numpy(self._teacher_predict(v)), self.views, dataset,
+            n, batch_size)
         self.fixed_targets = targets
         self.fixed_targets_source = images
         self._fixed_targets_temperature = self.temperature

@@ -25,8 +25,10 @@ change, and float16 is most precise near 0). With ``top_k < num_classes``
 only the ``k`` largest logits and their class indices are kept, plus the mean
 of the other ``K - k`` logits, which is used for every dropped class when the
 distribution is rebuilt (so the dropped mass is approximated, not zeroed).
-An ensemble stores each teacher's logits; their tempered probabilities are
-averaged when read, as :meth:`FunMatchDistiller.teacher_probs` does. In
+An ensemble stores each teacher's logits and is read back as one tempered
+distribution per teacher (``[batch, teachers, K]``), so the loss can sum the
+per-teacher KLs or average the probabilities (``FunMatchDistiller(...,
+ensemble=...)``) from the same file. In
 ``funmatch`` the teacher sees the *mixed* batch, so the cache holds the
 outputs on the mixed views (it walks the very same stream).
 
@@ -47,7 +49,7 @@ File format (one file, little-endian)
 
 The header records the format version, the stream the cache was built for
 (variant, seed, image_size, teacher_image_size, flip, crop_fraction,
-inception_area_range, mixup_alpha, shuffle and shuffle buffer, batch_size,
+inception_area_range, mixup_alpha, antialias, shuffle and shuffle buffer, batch_size,
 num_images, steps per epoch, epochs ``[start, end)``), the teacher (number of
 models, classes, a sha256 fingerprint of each one's weights), the storage
 (``top_k``, dtypes, ``"stores": "logits"``), an optional sha256 of the images
@@ -95,7 +97,9 @@ _DTYPES = {"float16": np.float16, "float32": np.float32}
 
 # View settings that change the stream: a cache must match all of them.
 _VIEW_KEYS = ("variant", "seed", "image_size", "teacher_image_size", "flip",
-              "crop_fraction", "inception_area_range", "mixup_alpha")
+              "crop_fraction", "inception_area_range", "mixup_alpha", "antialias")
+# Header defaults for keys older caches lack (their views were rendered so).
+_VIEW_DEFAULTS = {"antialias": True}
 # Stream settings checked when the train dataset is built.
 _STREAM_KEYS = ("batch_size", "num_images", "shuffle", "shuffle_buffer")
 
@@ -126,20 +130,22 @@ def _view_settings(distiller):
             "teacher_image_size": v.teacher_image_size, "flip": v.flip,
             "crop_fraction": v.crop_fraction,
             "inception_area_range": [float(a) for a in v.inception_area_range],
-            "mixup_alpha": v.mixup_alpha}
+            "mixup_alpha": v.mixup_alpha, "antialias": v.antialias}
 
 
 def _index_dtype(num_classes):
     return np.int16 if num_classes <= np.iinfo(np.int16).max else np.int32
 
 
-def targets_from_cache(values, indices, tail, num_classes, temperature):
+def targets_from_cache(values, indices, tail, num_classes, temperature, members=False):
     """Tempered target probabilities ``[..., K]`` (float32) from cached logits.
 
     ``values`` ``[..., M, k]`` are the stored (max-shifted) logits of ``M``
     teachers; ``indices`` their classes (None when ``k == K``: class order);
     ``tail`` ``[..., M]`` the mean of the dropped logits (None when ``k == K``).
-    The ``M`` tempered distributions are averaged.
+    The temperature is applied here, at read time, so one cache serves every
+    T. The ``M`` tempered distributions are averaged, or with ``members``
+    returned one per teacher (``[..., M, K]``).
     """
     values = np.asarray(values, np.float32)
     if indices is None:
@@ -151,7 +157,7 @@ def targets_from_cache(values, indices, tail, num_classes, temperature):
     z = z - z.max(axis=-1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=-1, keepdims=True)
-    return p.mean(axis=-2).astype(np.float32)
+    return (p if members else p.mean(axis=-2)).astype(np.float32)
 
 
 # ------------------------------------------------------------------- reader ---
@@ -244,12 +250,15 @@ class TeacherCache:
                     f"{self.epochs[0] + i} fails its sha256 check. Rebuild it with "
                     "kdzoo.distill.cache_teacher.")
 
-    def targets(self, epoch, step, temperature):
-        """Tempered targets ``[batch, num_classes]`` for one step of one epoch."""
+    def targets(self, epoch, step, temperature, members=False):
+        """Tempered targets ``[batch, num_classes]`` for one step of one epoch.
+
+        ``members``: one distribution per teacher, ``[batch, teachers, num_classes]``.
+        """
         values, indices, tail = self._epoch_arrays(epoch)
         return targets_from_cache(values[step], None if indices is None else indices[step],
                                   None if tail is None else tail[step], self.num_classes,
-                                  temperature)
+                                  temperature, members=members)
 
     # checks against a distiller / a stream
     def check_distiller(self, distiller):
@@ -262,9 +271,10 @@ class TeacherCache:
                 "variants.")
         mine = _view_settings(distiller)
         for key in _VIEW_KEYS:
-            if mine[key] != h[key]:
+            theirs = h.get(key, _VIEW_DEFAULTS.get(key))
+            if mine[key] != theirs:
                 raise CheckpointError(
-                    f"Teacher cache {self.path} was built for {key}={h[key]!r} but this "
+                    f"Teacher cache {self.path} was built for {key}={theirs!r} but this "
                     f"distiller has {key}={mine[key]!r}: its views differ. Rebuild the "
                     "cache with kdzoo.distill.cache_teacher for these settings.")
         if distiller.num_classes != h["num_classes"]:
@@ -316,14 +326,21 @@ class TeacherCache:
                 f"[{initial_epoch}, {epochs}). Cache those epochs too (cache_teacher("
                 f"..., initial_epoch={initial_epoch}, epochs={epochs})).")
 
-    def dataset(self, initial_epoch, temperature):
-        """``tf.data`` of tempered targets ``[batch, K]``, epoch ``initial_epoch`` onwards.
+    @property
+    def num_teachers(self):
+        return int(self.header["num_teachers"])
 
-        Finite: it ends with the cache's last epoch (``fit`` checks the range first).
+    def dataset(self, initial_epoch, temperature):
+        """``tf.data`` of tempered targets, epoch ``initial_epoch`` onwards.
+
+        ``[batch, K]`` for one teacher, ``[batch, teachers, K]`` for an ensemble
+        (what ``FunMatchDistiller.teacher_member_probs`` gives online). Finite:
+        it ends with the cache's last epoch (``fit`` checks the range first).
         """
         start, end = self.epochs
         steps = self.steps_per_epoch
         temperature = float(temperature)
+        members = self.num_teachers > 1
 
         def gen():
             for epoch in range(int(initial_epoch), end):
@@ -332,9 +349,10 @@ class TeacherCache:
                     yield targets_from_cache(
                         values[step], None if indices is None else indices[step],
                         None if tail is None else tail[step], self.num_classes,
-                        temperature)
+                        temperature, members=members)
 
-        spec = tf.TensorSpec([self.batch_size, self.num_classes], tf.float32)
+        shape = [self.batch_size] + ([self.num_teachers] if members else []) + [self.num_classes]
+        spec = tf.TensorSpec(shape, tf.float32)
         return tf.data.Dataset.from_generator(gen, output_signature=spec)
 
 

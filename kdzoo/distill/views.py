@@ -6,8 +6,8 @@ variant       student view                                   teacher
 fix/rs        whole image resized                            fixed target: whole image resized
 fix/cc        mild random crop + flip                        fixed target: central crop
 fix/ic_ens    inception crop + flip                          fixed target: mean over
-                                                             ``ensemble_crops`` inception crops
-                                                             (with flips)
+                                                             ``ensemble_crops`` (1,000) inception
+                                                             crops (with flips)
 ind/rc        mild random crop + flip                        an independent random crop + flip
 ind/ic        inception crop + flip                          an independent inception crop + flip
 same/rc       mild random crop + flip                        the same box and flip
@@ -22,6 +22,12 @@ Boxes are sampled in source pixels and rendered at each model's own size, so
 with ``teacher_image_size != image_size`` the teacher sees the same box at its
 resolution. Random streams are keyed by ``(seed, epoch, image index)``, mixup
 by ``(seed, epoch, step)``: see :mod:`kdzoo.data.augment`.
+
+Train views are rendered as big_vision ``pp/ops_image.py`` renders them
+(``antialias=False``, the default): inception crops and whole-image resizes
+plain bilinear without antialiasing, short-side crops (``rc``, ``cc``) with
+area resampling (:func:`kdzoo.data.augment.train_resize`). Eval views are
+not affected.
 
 A per-image call returns a dict: ``{"student": [S, S, C]}`` when the teacher
 shares the student's view at the same size (the teacher then reads
@@ -122,16 +128,21 @@ class ViewMaker:
         crop_fraction: side of the ``rc`` / ``cc`` squares as a fraction of the
             short side (0.875 = resize 256, crop 224).
         inception_area_range: area fraction range of inception crops.
-        mixup_alpha: Beta(alpha, alpha) mixup ratio (``funmatch``; 1.0 = uniform).
-        ensemble_crops: inception crops averaged per target by ``fix/ic_ens``.
+        mixup_alpha: mixup ratio ``max(r, 1 - r)``, ``r ~ Beta(alpha, alpha)``
+            (``funmatch``; 1.0: uniform on [0.5, 1]).
+        ensemble_crops: inception crops averaged per target by ``fix/ic_ens``
+            (the paper's 1,000; rendered and run in batches, see
+            ``FunMatchDistiller.prepare_targets``).
         eval_crop_fraction: eval views are the central square with this fraction
             of the short side, resized (1.0: the largest central square).
+        antialias: render train views with antialiased bilinear instead of
+            big_vision's resampling (see the module docstring).
     """
 
     def __init__(self, variant, image_size, teacher_image_size=None, seed=0, flip=True,
                  crop_fraction=augment.CROP_FRACTION,
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
-                 ensemble_crops=32, eval_crop_fraction=1.0):
+                 ensemble_crops=1000, eval_crop_fraction=1.0, antialias=False):
         self.variant = check_variant(variant)
         self.image_size = check_size(image_size, "image_size")
         self.teacher_image_size = (self.image_size if teacher_image_size is None
@@ -154,6 +165,7 @@ class ViewMaker:
             hint=" It is the Beta(alpha, alpha) mixup ratio; 0 turns mixup off.")
         self.ensemble_crops = int(ensemble_crops)
         self.eval_crop_fraction = float(eval_crop_fraction)
+        self.antialias = bool(antialias)
 
     # -- properties ----------------------------------------------------------
     @property
@@ -184,6 +196,10 @@ class ViewMaker:
             return augment.central_crop_box(image, self.crop_fraction)
         return augment.full_box(image)
 
+    def _render(self, image, box, size, kind):
+        method, antialias = augment.train_resize(kind, self.antialias)
+        return augment.crop_resize(image, box, size, antialias=antialias, method=method)
+
     def _flip(self, key):
         if not self.flip:
             return tf.constant(False)
@@ -199,11 +215,12 @@ class ViewMaker:
         image = augment.check_min_size(image, self.min_image_size)
         key = augment.make_key(self.seed, epoch, index)
         s_key = augment.make_key(key, augment.STUDENT_CROP)
-        s_box = self._box(self._student_kind(), image, s_key)
+        kind = self._student_kind()
+        s_box = self._box(kind, image, s_key)
         s_flip = (tf.constant(False) if self.variant == "fix/rs"
                   else self._flip(augment.make_key(key, augment.STUDENT_FLIP)))
         out = {"student": augment.maybe_flip(
-            augment.crop_resize(image, s_box, self.image_size), s_flip)}
+            self._render(image, s_box, self.image_size, kind), s_flip)}
         if return_boxes:
             out["student_box"] = s_box
             out["student_flip"] = s_flip
@@ -213,12 +230,11 @@ class ViewMaker:
         if self.shared:
             t_box, t_flip = s_box, s_flip
         else:  # ind/*: an independent box and flip of the same kind
-            t_box = self._box(self._student_kind(), image,
-                              augment.make_key(key, augment.TEACHER_CROP))
+            t_box = self._box(kind, image, augment.make_key(key, augment.TEACHER_CROP))
             t_flip = self._flip(augment.make_key(key, augment.TEACHER_FLIP))
         if self.emits_teacher_view or return_boxes:
             out["teacher"] = augment.maybe_flip(
-                augment.crop_resize(image, t_box, self.teacher_image_size), t_flip)
+                self._render(image, t_box, self.teacher_image_size, kind), t_flip)
         if return_boxes:
             out["teacher_box"] = t_box
             out["teacher_flip"] = t_flip
@@ -234,33 +250,46 @@ class ViewMaker:
         return dict(batch, **mixed)
 
     # -- fix/* teacher target views -------------------------------------------
-    def target_views(self, image, index):
-        """The teacher's fixed views of image ``index``: ``[n, T, T, C]``.
+    @property
+    def target_crops(self):
+        """Teacher views per image of a fixed target: ``ensemble_crops`` or 1."""
+        return self.ensemble_crops if self.variant == "fix/ic_ens" else 1
 
-        ``n = 1`` for ``fix/rs`` (whole image) and ``fix/cc`` (central crop);
-        ``n = ensemble_crops`` inception crops with flips for ``fix/ic_ens``.
-        Independent of the epoch: computed once, averaged, cached.
+    def target_view(self, image, index, crop=0):
+        """View ``crop`` of the teacher's fixed views of image ``index``: ``[T, T, C]``.
+
+        ``fix/rs``: the whole image; ``fix/cc``: the central crop (``crop`` is
+        ignored); ``fix/ic_ens``: inception crop (with flip) number ``crop``,
+        keyed by ``(seed, index, crop)``. Independent of the epoch: computed
+        once, averaged, cached.
         """
         image = augment.check_min_size(image, self.min_image_size)
         size = self.teacher_image_size
         if self.variant == "fix/rs":
-            return augment.resize(image, size)[None]
+            return self._render(image, augment.full_box(image), size, "rs")
         if self.variant == "fix/cc":
-            return augment.crop_resize(image, augment.central_crop_box(
-                image, self.crop_fraction), size)[None]
+            return self._render(image, augment.central_crop_box(image, self.crop_fraction),
+                                size, "cc")
         if self.variant != "fix/ic_ens":
             raise ValueError(f"Variant {self.variant!r} has no fixed teacher targets.")
         key = augment.make_key(augment.make_key(self.seed, augment.ENSEMBLE), index)
+        crop_key = augment.make_key(key, crop)
+        box = augment.inception_crop_box(image, crop_key, self.inception_area_range)
+        flip = self._flip(augment.make_key(crop_key, augment.TEACHER_FLIP))
+        return augment.maybe_flip(self._render(image, box, size, "ic"), flip)
 
-        def one(k):
-            crop_key = augment.make_key(key, k)
-            box = augment.inception_crop_box(image, crop_key, self.inception_area_range)
-            flip = self._flip(augment.make_key(crop_key, augment.TEACHER_FLIP))
-            return augment.maybe_flip(augment.crop_resize(image, box, size), flip)
+    def target_views(self, image, index):
+        """All :attr:`target_crops` fixed views of image ``index``: ``[n, T, T, C]``.
 
-        spec = tf.TensorSpec([size, size, image.shape[-1]], tf.float32)
-        return tf.map_fn(one, tf.range(self.ensemble_crops, dtype=tf.int64),
-                         fn_output_signature=spec)
+        Holds every crop at once (1,000 x T x T x C floats for ``fix/ic_ens``):
+        for small ``ensemble_crops`` and inspection; ``prepare_targets``
+        renders :meth:`target_view` in bounded batches instead.
+        """
+        if self.target_crops == 1:
+            return self.target_view(image, index)[None]
+        spec = tf.TensorSpec([self.teacher_image_size] * 2 + [image.shape[-1]], tf.float32)
+        return tf.map_fn(lambda k: self.target_view(image, index, k),
+                         tf.range(self.target_crops, dtype=tf.int64), fn_output_signature=spec)
 
     # -- eval ------------------------------------------------------------------
     def eval_box(self, image):

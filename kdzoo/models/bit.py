@@ -10,6 +10,7 @@ maps them to BiT's [-1, 1].
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
@@ -67,12 +68,35 @@ def _unit(x, mid, stride, name):
     return keras.layers.Add(name=name + "_add")([x, shortcut])
 
 
+def zero_init_head(model):
+    """Set the ``head`` Dense layer's kernel and bias to zero; returns ``model``.
+
+    big_vision ``models/bit_paper.py`` builds every BiT with
+    ``head_zeroinit=True`` (``kernel_init=zeros``; flax's bias default is zeros
+    too), so a student distilled from scratch starts from uniform predictions:
+    the first steps train the head alone (the backbone's gradient through a
+    zero head is zero) instead of fitting a random projection. A model without
+    a ``head`` layer is refused.
+    """
+    try:
+        head = model.get_layer("head")
+    except ValueError as e:
+        raise ValueError(f"Model {model.name!r} has no layer named 'head' to zero-initialise "
+                         "(was it built with include_top=False?).") from e
+    head.set_weights([np.zeros(w.shape, w.dtype) for w in head.get_weights()])
+    return model
+
+
 def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224, 224, 3),
-              pooling=None, name=None, units=None):
+              pooling=None, name=None, units=None, head_zeroinit=False):
     """A BiT ResNet-v2 ``R{depth}x{width}``; see the module docstring.
 
     ``units`` (e.g. ``(1, 1, 1, 1)``) overrides the units per block for tiny test
     models; ``width`` may then be fractional as long as widths stay multiples of 32.
+    ``head_zeroinit``: a zero head as big_vision's ``bit_paper`` (see
+    :func:`zero_init_head`; for students trained from scratch). Off by default,
+    so a randomly initialised zoo model (``kdzoo.load(..., weights=None)``)
+    still has a Glorot head; checkpoints overwrite the head either way.
     """
     if units is None and depth not in DEPTHS:
         raise ValueError(f"BiT depth must be one of {sorted(DEPTHS)}, got {depth}.")
@@ -91,7 +115,10 @@ def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224
         x = stage_marker(x, b)
     x = _gn_relu(x, "pre_head")
     outputs = classifier_top(x, num_classes, include_top, pooling)
-    return keras.Model(inputs, outputs, name=name or f"bit_r{depth}x{width}")
+    model = keras.Model(inputs, outputs, name=name or f"bit_r{depth}x{width}")
+    if head_zeroinit and include_top:
+        zero_init_head(model)
+    return model
 
 
 def _register(depth, width):
