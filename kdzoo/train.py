@@ -4,7 +4,8 @@ A run lives in a work directory::
 
     workdir/checkpoints/   ckpt-EEEEEE.weights.h5 + state.json (see kdzoo.checkpointing)
     workdir/logs/          TensorBoard
-    workdir/config.json    what was run
+    workdir/config.json    what was run (recorded once; see kdzoo.run_dir)
+    workdir/run.lock       held while a process runs in workdir
     workdir/metrics.json   final minival/test metrics (written last, atomically)
     workdir/student.keras  the trained student / network, a plain keras.Model
 
@@ -19,7 +20,7 @@ import os
 
 import keras
 
-from kdzoo import checkpointing
+from kdzoo import checkpointing, run_dir
 from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 
@@ -122,6 +123,7 @@ class FunMatchRun:
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
 
 
@@ -136,8 +138,9 @@ def run_funmatch(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
-    os.makedirs(run.workdir, exist_ok=True)
-    checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
+    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
+                                 overwrite=run.overwrite, worker=worker_subdir())
     train_source = run.distill_dataset or run.dataset
     # One Keras epoch is one pass over the train split: the stream of epoch e is a
     # pure function of (seed, e), which is what makes resuming exact.
@@ -173,6 +176,7 @@ def run_funmatch(run):
     metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
     save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
     return metrics
 
 
@@ -296,6 +300,7 @@ class SupervisedRun:
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
 
 
 METHODS = ("labels", "self_distillation", "deep_supervision")
@@ -313,8 +318,9 @@ def run_supervised(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)
-    os.makedirs(run.workdir, exist_ok=True)
-    checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
+    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
+                                 overwrite=run.overwrite, worker=worker_subdir())
     n_train = run.num_train_examples or num_examples(spec, "train", run.data_dir)
     steps = max(1, n_train // run.batch_size)
     with strategy.scope():
@@ -351,4 +357,5 @@ def run_supervised(run):
         metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
     save_model(model, os.path.join(run.workdir, "model.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
     return metrics

@@ -60,7 +60,7 @@ def main(argv):
         deterministic=FLAGS.deterministic,
         num_train_examples=common.SMOKE_EXAMPLES if smoke else None,
         eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
-        params={"arch": FLAGS.arch, "mode": FLAGS.mode})
+        params={"arch": FLAGS.arch, "mode": FLAGS.mode}, overwrite=FLAGS.overwrite)
     with common.maybe_mock_data(smoke):
         metrics = run_supervised(run)
     print({k: round(v, 4) for k, v in metrics["test"].items()})

@@ -42,6 +42,9 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (slower): a resumed run "
                       "then ends bit-identical to an uninterrupted one.")
     flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")
+    flags.DEFINE_bool("overwrite", False, "Delete what --workdir holds (a run with other "
+                      "settings) and start over; without it, a workdir whose recorded "
+                      "settings differ is refused (kdzoo.run_dir).")
     flags.register_validator(
         "batch_size", lambda v: v is None or v >= 1,
         message="--batch_size must be a positive integer (the global batch, a multiple of "
@@ -109,7 +112,8 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.xla, seed=FLAGS.seed, deterministic=FLAGS.deterministic,
         num_train_examples=SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto")
+        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto",
+        overwrite=FLAGS.overwrite)
     with maybe_mock_data(smoke):
         if not FLAGS.grid and FLAGS.grid_index is None:  # --grid_index implies --grid
             metrics = run_funmatch(FunMatchRun(workdir=FLAGS.workdir, params={
@@ -120,6 +124,14 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
             return
         points = grids.expand_grid(grids.FUNMATCH_GRID)
         indices = range(len(points)) if FLAGS.grid_index is None else [FLAGS.grid_index]
+        # The points of one grid share every setting but the grid's own keys.
+        from kdzoo import run_dir
+        shared = {k: run_dir.describe(v) for k, v in base.items()
+                  if k not in grids.FUNMATCH_GRID and k != "overwrite"}
+        run_dir.check_grid(FLAGS.workdir, shared, overwrite=FLAGS.overwrite,
+                           whole_grid=FLAGS.grid_index is None,
+                           point_dirs=[grids.point_dir(FLAGS.workdir, i)
+                                       for i in range(len(points))])
         for index in indices:
             point = grids.grid_point(grids.FUNMATCH_GRID, index)
             run_funmatch(FunMatchRun(workdir=grids.point_dir(FLAGS.workdir, index),
