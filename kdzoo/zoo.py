@@ -25,6 +25,7 @@ import numpy as np
 from kdzoo import registry
 from kdzoo.checkpointing import non_finite_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, read_npz, assign_bit_weights
+from kdzoo.convert.headers import check_keras_archive, check_weights_file
 from kdzoo.download_cache import cache_root, pretrained_path as _pretrained_path, sha256_of  # noqa: F401
 from kdzoo.errors import CheckpointError
 
@@ -50,6 +51,7 @@ def _check_finite(model, path):
 
 def _load_weights_file(model, path):
     """``model.load_weights(path)``; every failure is a CheckpointError naming ``path``."""
+    check_weights_file(path, model)  # sizes from the HDF5 headers, before reading data
     try:
         model.load_weights(path)
     except (OSError, RuntimeError) as e:  # h5py: not HDF5, truncated, damaged structure
@@ -71,6 +73,7 @@ def _read_keras_model(path):
         raise CheckpointError(
             f"{path} is truncated or corrupt: a .keras file is a zip archive and this one "
             "cannot be opened as one. Copy it again, or save it again with model.save.")
+    check_keras_archive(path)  # config vs stored kernels, sizes: before Keras builds it
     scope = _SafeModeScope(True) if _SafeModeScope else contextlib.nullcontext()
     try:
         with scope:
@@ -205,7 +208,7 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
             ckpt_classes = checkpoint_num_classes(params) or num_classes or default_classes
             full = build(ckpt_classes)
             if checkpoint_num_classes(params) is None:  # headless checkpoint: keep our head
-                params = dict(params, **_head_params(full, params))
+                params = params.with_arrays(_head_params(full, params))
             assign_bit_weights(full, params, path=path)
         elif path.endswith(".weights.h5"):
             ckpt_classes = default_classes if card else (num_classes or default_classes)
