@@ -26,7 +26,8 @@ from kdzoo import registry
 from kdzoo.checkpointing import non_finite_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, read_npz, assign_bit_weights
 from kdzoo.convert.headers import check_keras_archive, check_weights_file
-from kdzoo.download_cache import cache_root, pretrained_path as _pretrained_path, sha256_of  # noqa: F401
+from kdzoo.download_cache import cache_root, sha256_of  # noqa: F401  (public helpers)
+from kdzoo.download_cache import pretrained_path as _pretrained_path
 from kdzoo.errors import CheckpointError
 
 try:  # keras.config.enable_unsafe_deserialization() would override safe_mode=True

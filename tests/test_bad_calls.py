@@ -392,9 +392,6 @@ CASES += [
      ValueError, r"teacher 'then_softmax' ends in Softmax"),
     ("fm_student_softmax", lambda e: F(e.teacher, _with_softmax_layer(e.student), image_size=28),
      ValueError, r"student 'then_softmax' ends in Softmax"),
-    ("sd_backbone_softmax", lambda e: SD(_with_softmax_layer(kdzoo.load(
-        "fmnist_cnn_w16", weights=None)), num_classes=10), ValueError,
-     r"backbone 'then_softmax' ends in Softmax"),
 ]
 
 

@@ -165,3 +165,29 @@ def guard_callbacks(callbacks, enabled=True):
     if enabled and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
         callbacks.insert(0, StopOnNonFiniteLoss())
     return callbacks
+
+
+class CheckedInputs:
+    """Mixin for a ``keras.Model`` with ``num_classes``: checked ``fit`` / ``evaluate``.
+
+    ``fit`` and ``evaluate`` check labels and images as above; ``fit`` also stops
+    at the first non-finite loss, naming the epoch and step
+    (:class:`kdzoo.checkpointing.NonFiniteLossError`), before any callback can
+    save the broken weights; ``fit(..., stop_on_non_finite_loss=False)`` turns
+    that off.
+    """
+
+    def fit(self, x=None, y=None, *args, stop_on_non_finite_loss=True, **kwargs):
+        where = f"{type(self).__name__}.fit"
+        x, y = checked_inputs(x, y, self.num_classes, where)
+        kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = checked_validation(
+                kwargs["validation_data"], self.num_classes, f"{where}(validation_data)")
+        with input_errors():
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x, y = checked_inputs(x, y, self.num_classes, f"{type(self).__name__}.evaluate")
+        with input_errors():
+            return super().evaluate(x, y, *args, **kwargs)

@@ -66,7 +66,7 @@ from keras import ops
 
 from kdzoo.data import augment
 from kdzoo.distill import losses
-from kdzoo.distill._checks import (check_outputs_logits, checked_inputs, checked_validation,
+from kdzoo.distill._checks import (CheckedInputs, check_outputs_logits, checked_validation,
                                    guard_callbacks, input_errors)
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.views import (VARIANTS, ViewMaker, check_number, check_size, check_variant,
@@ -94,7 +94,7 @@ def _num_classes(model, role):
 
 
 @keras.saving.register_keras_serializable(package="kdzoo")
-class FunMatchDistiller(keras.Model):
+class FunMatchDistiller(CheckedInputs, keras.Model):
     """Distil a frozen ``teacher`` into ``student`` by function matching.
 
     Args:
@@ -608,12 +608,6 @@ class FunMatchDistiller(keras.Model):
         return (isinstance(x, tf.data.Dataset) and isinstance(x.element_spec, dict)
                 and "student" in x.element_spec)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """Keras ``evaluate``; labels and images are checked first (kdzoo.distill._checks)."""
-        x, y = checked_inputs(x, y, self.num_classes, "FunMatchDistiller.evaluate")
-        with input_errors():
-            return super().evaluate(x, y, *args, **kwargs)
-
     def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None,
             initial_epoch=0, stop_on_non_finite_loss=True, **kwargs):
         """Keras ``fit`` on raw images (see the module docstring); ``y`` is ignored.
@@ -648,6 +642,6 @@ class FunMatchDistiller(keras.Model):
         if self.teacher_cache is not None:
             self.teacher_cache.check_epochs(initial_epoch, epochs)
         kwargs["shuffle"] = False  # the view pipeline shuffles, seeded, per epoch
-        with input_errors():
-            return super().fit(x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                               initial_epoch=initial_epoch, **kwargs)
+        with input_errors():  # keras.Model.fit: the checks above replace CheckedInputs.fit's
+            return keras.Model.fit(self, x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                   initial_epoch=initial_epoch, **kwargs)

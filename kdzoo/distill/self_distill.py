@@ -26,8 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kdzoo.distill._checks import (check_outputs_logits, checked_inputs, checked_validation,
-                                   guard_callbacks, input_errors)
+from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.losses import feature_hint, kl_divergence
 from kdzoo.distill.views import check_number
@@ -176,7 +175,7 @@ def _static_feature_shape(tensor, layer_name):
 # --------------------------------------------------------------------------- model
 
 @keras.saving.register_keras_serializable(package="kdzoo")
-class SelfDistillation(keras.Model):
+class SelfDistillation(CheckedInputs, keras.Model):
     """A backbone with one classifier exit per section, trained by self distillation.
 
     Args:
@@ -207,7 +206,6 @@ class SelfDistillation(keras.Model):
                             "keras.Input), e.g. kdzoo.load(...) or keras.applications.*.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-        check_outputs_logits(backbone, "backbone")  # issue 15: logits, not probabilities
         if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
                 or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
@@ -378,28 +376,6 @@ class SelfDistillation(keras.Model):
         self.ensemble_accuracy.update_state(sparse, self.ensemble(exit_logits),
                                             sample_weight=sample_weight)
         return {m.name: m.result() for m in self.metrics}
-
-    def fit(self, x=None, y=None, *args, stop_on_non_finite_loss=True, **kwargs):
-        """Keras ``fit``; labels and images are checked first (kdzoo.distill._checks).
-
-        A NaN/Inf loss stops training with
-        :class:`kdzoo.checkpointing.NonFiniteLossError` naming the epoch and
-        step, before any callback can save the broken weights;
-        ``stop_on_non_finite_loss=False`` turns that off.
-        """
-        x, y = checked_inputs(x, y, self.num_classes, "SelfDistillation.fit")
-        kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
-        if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = checked_validation(
-                kwargs["validation_data"], self.num_classes, "SelfDistillation.fit(validation_data)")
-        with input_errors():
-            return super().fit(x, y, *args, **kwargs)
-
-    def evaluate(self, x=None, y=None, *args, **kwargs):
-        """Keras ``evaluate``; labels and images are checked first (kdzoo.distill._checks)."""
-        x, y = checked_inputs(x, y, self.num_classes, "SelfDistillation.evaluate")
-        with input_errors():
-            return super().evaluate(x, y, *args, **kwargs)
 
     def train_step(self, data):
         x, y, sample_weight = self._unpack(data, "fit")
