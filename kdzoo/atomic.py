@@ -20,14 +20,17 @@ _FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix=""):
+def atomic_path(path, suffix="", prefix=TEMP_PREFIX):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    ``suffix`` keeps extensions that writers insist on (e.g. ``".weights.h5"``).
+    ``suffix`` keeps extensions that writers insist on (e.g. ``".weights.h5"``);
+    ``prefix`` (it must start with ``TEMP_PREFIX``) can name the entry, so the
+    holder of that entry's lock knows which leftovers are its own (see
+    :func:`stale_temp_files`).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX, suffix=suffix)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; the final file gets the usual mode
     try:
@@ -38,9 +41,30 @@ def atomic_path(path, suffix=""):
             os.remove(tmp)
 
 
-def write_text(path, text, suffix=""):
+def entry_prefix(path):
+    """The temp-file prefix of one cache entry: ``.tmp-<file name>-``."""
+    return f"{TEMP_PREFIX}{os.path.basename(path)}-"
+
+
+def remove_stale_temp_files(path):
+    """Delete temporary files a killed writer of ``path`` left beside it.
+
+    Only call this while holding ``path``'s lock: every writer of ``path``
+    holds it, so any ``.tmp-<name>-*`` file found then belongs to a dead one.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        return []
+    stale = [f for f in os.listdir(directory) if f.startswith(entry_prefix(path))]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, name))
+    return stale
+
+
+def write_text(path, text, suffix="", prefix=TEMP_PREFIX):
     """A text file, fsynced and renamed into place."""
-    with atomic_path(path, suffix) as tmp:
+    with atomic_path(path, suffix, prefix) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -52,9 +76,9 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n", ".json")
 
 
-def save_weights(model, path):
+def save_weights(model, path, prefix=TEMP_PREFIX):
     """``model.save_weights(path)`` (model and, if built, optimizer state), atomically."""
-    with atomic_path(path, ".weights.h5") as tmp:
+    with atomic_path(path, ".weights.h5", prefix) as tmp:
         model.save_weights(tmp, overwrite=True)
 
 

@@ -7,3 +7,15 @@ class CheckpointError(ValueError):
 
 class DownloadError(OSError):
     """A published file could not be fetched (no network, bad URL, wrong hash)."""
+
+
+class WorkdirInUseError(RuntimeError):
+    """Another live process holds the lock of a work directory (or a cache entry)."""
+
+
+class SettingsMismatchError(ValueError):
+    """A work directory holds a run whose result-changing settings differ from this one's."""
+
+
+class NonFiniteInputError(ValueError):
+    """Images or labels given to fit / evaluate hold NaN or Inf values."""

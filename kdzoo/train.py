@@ -4,7 +4,8 @@ A run lives in a work directory::
 
     workdir/checkpoints/   ckpt-EEEEEE.weights.h5 + state.json (see kdzoo.checkpointing)
     workdir/logs/          TensorBoard
-    workdir/config.json    what was run
+    workdir/config.json    what was run (recorded once; see kdzoo.run_dir)
+    workdir/run.lock       held while a process runs in workdir
     workdir/metrics.json   final minival/test metrics (written last, atomically)
     workdir/student.keras  the trained student / network, a plain keras.Model
 
@@ -26,7 +27,7 @@ import os
 
 import keras
 
-from kdzoo import checkpointing
+from kdzoo import checkpointing, run_dir
 from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
@@ -174,6 +175,7 @@ class FunMatchRun:
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
 
 
@@ -230,8 +232,9 @@ def run_funmatch(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
-    os.makedirs(run.workdir, exist_ok=True)
-    checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
+    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
+                                 overwrite=run.overwrite, worker=worker_subdir())
     train_source = run.distill_dataset or run.dataset
     n_train = run.num_train_examples or num_examples(train_source, "train", run.data_dir)
     schedule, _ = plan(run, n_train)
@@ -262,6 +265,7 @@ def run_funmatch(run):
     metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
     save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
     return metrics
 
 
@@ -328,6 +332,7 @@ class SupervisedRun:
     eval_batch_size: int = 256
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
 
 
 METHODS = ("labels", "self_distillation", "deep_supervision")
@@ -345,8 +350,9 @@ def run_supervised(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)
-    os.makedirs(run.workdir, exist_ok=True)
-    checkpointing.write_json(os.path.join(run.workdir, "config.json"), _describe(run))
+    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
+                                 overwrite=run.overwrite, worker=worker_subdir())
     n_train = run.num_train_examples or num_examples(spec, "train", run.data_dir)
     schedule, _ = plan(run, n_train)
     steps = schedule.total_steps
@@ -383,4 +389,5 @@ def run_supervised(run):
         metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
     save_model(model, os.path.join(run.workdir, "model.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
     return metrics

@@ -3,9 +3,11 @@
 Published checkpoints are downloaded once with ``keras.utils.get_file`` (cached
 under ``$KERAS_HOME/kdzoo``), converted once to Keras ``.weights.h5`` (written
 to a temporary file, then renamed, so a crash never leaves half a file, with its
-sha256 beside it), and loaded from that cache afterwards. A cached file that
-fails its sha256 (truncated, corrupt, or its conversion was interrupted) is
-rebuilt; a download that fails its card's sha256 is deleted, never kept.
+sha256 beside it), and loaded from that cache afterwards; each cache entry has
+a lock, so parallel first loads share one download (:mod:`kdzoo.download_cache`).
+A cached file that fails its sha256 (truncated, corrupt, or its conversion was
+interrupted) is rebuilt; a download that fails its card's sha256 is deleted,
+never kept.
 
 Loading never executes code from a file: ``.npz`` files are read with
 ``allow_pickle=False`` and ``.keras`` files in Keras safe mode.
@@ -13,7 +15,6 @@ Loading never executes code from a file: ``.npz`` files are read with
 
 import contextlib
 import difflib
-import hashlib
 import numbers
 import os
 import zipfile
@@ -22,104 +23,17 @@ import keras
 import numpy as np
 
 from kdzoo import registry
-from kdzoo.atomic import save_weights, write_text
 from kdzoo.checkpointing import non_finite_weights
-from kdzoo.convert.bit_npz import checkpoint_num_classes, load_bit_npz, read_npz, assign_bit_weights
-from kdzoo.errors import CheckpointError, DownloadError
+from kdzoo.convert.bit_npz import checkpoint_num_classes, read_npz, assign_bit_weights
+from kdzoo.convert.headers import check_keras_archive, check_weights_file
+from kdzoo.download_cache import cache_root, sha256_of  # noqa: F401  (public helpers)
+from kdzoo.download_cache import pretrained_path as _pretrained_path
+from kdzoo.errors import CheckpointError
 
 try:  # keras.config.enable_unsafe_deserialization() would override safe_mode=True
     from keras.src.saving.serialization_lib import SafeModeScope as _SafeModeScope
 except ImportError:  # pragma: no cover  (a Keras without it: safe_mode=True alone)
     _SafeModeScope = None
-
-
-def cache_root():
-    """``$KERAS_HOME/kdzoo`` (read at call time, so tests and users can redirect it)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "kdzoo")
-
-
-def sha256_of(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _download(card):
-    """The published file of ``card``, via keras.utils.get_file; never leaves a bad file."""
-    url = card["url"]
-    fname = f"{card['name']}-{os.path.basename(url)}"
-    subdir = os.path.join("kdzoo", "downloads")
-    target = os.path.join(cache_root(), "downloads", fname)
-    # get_file silently falls back to /tmp/.keras when $KERAS_HOME does not exist yet,
-    # which would put the file (and any bad one) outside the cache we clean up.
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    try:
-        return keras.utils.get_file(fname=fname, origin=url, file_hash=card["sha256"],
-                                    hash_algorithm="sha256", cache_subdir=subdir,
-                                    cache_dir=os.path.dirname(cache_root()))
-    except Exception as e:  # network errors come as bare Exception from get_file
-        wrong_hash = (card["sha256"] and os.path.exists(target)
-                      and sha256_of(target) != card["sha256"])
-        if os.path.exists(target):
-            os.remove(target)  # e.g. a wrong hash: never keep the bad file
-        if wrong_hash:
-            raise DownloadError(
-                f"The file downloaded from {url} for {card['name']!r} does not match the "
-                f"sha256 {card['sha256']} of its model card ({card.get('card_file')}), so it "
-                f"was deleted from {target}. It is incomplete or altered: try again, or "
-                "download it elsewhere, check it with `sha256sum`, and pass "
-                f"weights='/path/to/{os.path.basename(url)}' to kdzoo.load.") from e
-        raise DownloadError(
-            f"Could not fetch {url} for {card['name']!r} ({e}). Without network access, "
-            f"download that file elsewhere and either pass weights='/path/to/"
-            f"{os.path.basename(url)}' to kdzoo.load, or copy it to {target}.") from e
-
-
-def _pretrained_path(card, build_full):
-    """Local Keras weights for ``card``: shipped with kdzoo, or converted and cached."""
-    if card["format"] == "keras_weights":
-        path = os.path.join(registry.CARDS_DIR, card["file"])
-        if not os.path.exists(path):
-            raise CheckpointError(f"Weight file {path} of {card['name']!r} is missing; "
-                                  "reinstall kdzoo.")
-        if card["sha256"] and sha256_of(path) != card["sha256"]:
-            raise CheckpointError(f"Weight file {path} does not match the sha256 in its model "
-                                  f"card ({card['card_file']}); it is corrupt or was replaced. "
-                                  "Reinstall kdzoo to restore it.")
-        return path
-    if card["format"] != "bit_npz":
-        raise CheckpointError(f"Model card {card['name']!r} has unknown format {card['format']!r}.")
-    converted = os.path.join(cache_root(), "converted", f"{card['name']}.weights.h5")
-    if os.path.exists(converted):
-        if _converted_is_intact(converted):
-            return converted
-        for stale in (converted, converted + ".sha256"):  # truncated or corrupt: rebuild
-            if os.path.exists(stale):
-                os.remove(stale)
-    npz_path = _download(card)
-    try:
-        model = build_full()
-        load_bit_npz(model, npz_path)
-    except CheckpointError as e:
-        os.remove(npz_path)  # the cache never keeps a file we could not use
-        raise CheckpointError(f"{e} kdzoo deleted it from its download cache; the next "
-                              "kdzoo.load downloads it afresh.") from e
-    save_weights(model, converted)
-    write_text(converted + ".sha256", sha256_of(converted) + "\n", ".sha256")
-    return converted
-
-
-def _converted_is_intact(path):
-    """True if ``path`` still has the sha256 recorded beside it when it was converted."""
-    try:
-        with open(path + ".sha256", encoding="utf-8") as f:
-            expected = f.read().strip()
-    except OSError:  # no record: the conversion never finished
-        return False
-    return sha256_of(path) == expected
 
 
 def _brief(error, limit=400):
@@ -138,6 +52,7 @@ def _check_finite(model, path):
 
 def _load_weights_file(model, path):
     """``model.load_weights(path)``; every failure is a CheckpointError naming ``path``."""
+    check_weights_file(path, model)  # sizes from the HDF5 headers, before reading data
     try:
         model.load_weights(path)
     except (OSError, RuntimeError) as e:  # h5py: not HDF5, truncated, damaged structure
@@ -159,6 +74,7 @@ def _read_keras_model(path):
         raise CheckpointError(
             f"{path} is truncated or corrupt: a .keras file is a zip archive and this one "
             "cannot be opened as one. Copy it again, or save it again with model.save.")
+    check_keras_archive(path)  # config vs stored kernels, sizes: before Keras builds it
     scope = _SafeModeScope(True) if _SafeModeScope else contextlib.nullcontext()
     try:
         with scope:
@@ -293,7 +209,7 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
             ckpt_classes = checkpoint_num_classes(params) or num_classes or default_classes
             full = build(ckpt_classes)
             if checkpoint_num_classes(params) is None:  # headless checkpoint: keep our head
-                params = dict(params, **_head_params(full, params))
+                params = params.with_arrays(_head_params(full, params))
             assign_bit_weights(full, params, path=path)
         elif path.endswith(".weights.h5"):
             ckpt_classes = default_classes if card else (num_classes or default_classes)

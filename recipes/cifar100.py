@@ -61,7 +61,8 @@ def main(argv):
         deterministic=FLAGS.deterministic,
         num_train_examples=common.SMOKE_EXAMPLES if smoke else None,
         eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
-        params={"arch": FLAGS.arch, "mode": FLAGS.mode}, **common.run_flags(smoke))
+        params={"arch": FLAGS.arch, "mode": FLAGS.mode}, overwrite=FLAGS.overwrite,
+        **common.run_flags(smoke))
     if FLAGS.dry_run:
         common.dry_run(run, teacher=None if FLAGS.mode == "plain" else "self (deepest exit)",
                        student="fmnist_cnn_w16" if smoke else FLAGS.arch, mode=FLAGS.mode)

@@ -59,6 +59,9 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
     for name in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
         flags.register_validator(name, lambda v: v is None or v >= 1,
                                  message=f"--{name} must be a positive integer.")
+    flags.DEFINE_bool("overwrite", False, "Delete what --workdir holds (a run with other "
+                      "settings) and start over; without it, a workdir whose recorded "
+                      "settings differ is refused (kdzoo.run_dir).")
     flags.register_validator(
         "batch_size", lambda v: v is None or v >= 1,
         message="--batch_size must be a positive integer (the global batch, a multiple of "
@@ -190,7 +193,8 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
         strategy=FLAGS.strategy, mixed_precision=FLAGS.mixed_precision,
         jit_compile=FLAGS.xla, seed=FLAGS.seed, deterministic=FLAGS.deterministic,
         num_train_examples=SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto", **run_flags(smoke))
+        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto",
+        overwrite=FLAGS.overwrite, **run_flags(smoke))
     if FLAGS.dry_run:
         dry_run(FunMatchRun(workdir=FLAGS.workdir, **base),
                 teacher="tiny_bit" if smoke else (FLAGS.teacher or teacher_checkpoint),
@@ -211,6 +215,14 @@ def funmatch_main(dataset, teacher_checkpoint, presets, argv):
             return
         points = grids.expand_grid(grids.FUNMATCH_GRID)
         indices = range(len(points)) if FLAGS.grid_index is None else [FLAGS.grid_index]
+        # The points of one grid share every setting but the grid's own keys.
+        from kdzoo import run_dir
+        shared = {k: run_dir.describe(v) for k, v in base.items()
+                  if k not in grids.FUNMATCH_GRID and k != "overwrite"}
+        run_dir.check_grid(FLAGS.workdir, shared, overwrite=FLAGS.overwrite,
+                           whole_grid=FLAGS.grid_index is None,
+                           point_dirs=[grids.point_dir(FLAGS.workdir, i)
+                                       for i in range(len(points))])
         for index in indices:
             point = grids.grid_point(grids.FUNMATCH_GRID, index)
             run_funmatch(FunMatchRun(workdir=grids.point_dir(FLAGS.workdir, index),

@@ -53,7 +53,8 @@ def stages(workdir, seed, scale):
     student = lambda: kdzoo.load(STUDENT, weights=None)  # noqa: E731
     common_args = dict(dataset="fashion_mnist", seed=seed, workdir=workdir, batch_size=FLAGS.batch_size or 128,
                        strategy=FLAGS.strategy, data_dir=FLAGS.data_dir, verbose="auto",
-                       num_train_examples=FLAGS.train_examples, **common.run_flags(False))
+                       num_train_examples=FLAGS.train_examples, overwrite=FLAGS.overwrite,
+                       **common.run_flags(False))
     epochs = FLAGS.epochs or STUDENT_EPOCHS * scale
     supervised = dict(crop="pad", **common_args)  # pad-2 random crop + flip, as for CIFAR
     distill = dict(teacher=lambda: keras.saving.load_model(teacher_path), student=student,
@@ -83,7 +84,7 @@ def run_all(workdir, seed, scale):
     for name, run in stages(workdir, seed, scale).items():
         run.workdir = os.path.join(workdir, name)  # one folder per stage
         done = os.path.join(run.workdir, "metrics.json")
-        if os.path.exists(done):
+        if os.path.exists(done) and not FLAGS.overwrite:
             print(f"[{name}] already done: {done}")
         else:
             print(f"[{name}] training ...")

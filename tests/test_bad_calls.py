@@ -329,6 +329,105 @@ CASES = [
 ]
 
 
+# Issue 15, case 6: bad labels and data, and models that already output probabilities.
+def _float_images(n=4, nan_at=None):
+    x = np.random.default_rng(0).uniform(0, 255, (n, 28, 28, 1)).astype("float32")
+    if nan_at is not None:
+        x[nan_at, 3, 4, 0] = np.nan
+    return x
+
+
+def _labelled(images, labels, batch=2):
+    return tf.data.Dataset.from_tensor_slices((images, np.asarray(labels))).batch(batch)
+
+
+def _softmax_head():
+    import keras
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name="probs")
+
+
+def _with_softmax_layer(model):
+    import keras
+    return keras.Model(model.input, keras.layers.Softmax()(model.output), name="then_softmax")
+
+
+LABELS = r"labels must be integer class ids in \[0, 10\)"
+CASES += [
+    ("fm_evaluate_label_37", lambda e: e.d.evaluate(_float_images(), np.array([1, 37, 2, 3]),
+                                                    verbose=0),
+     ValueError, LABELS + r".*labels\[1\] is 37"),
+    ("fm_evaluate_label_negative", lambda e: e.d.evaluate(
+        _float_images(), np.array([-5, 1, 2, 3]), verbose=0), ValueError,
+     LABELS + r".*labels\[0\] is -5"),
+    ("fm_evaluate_label_fraction", lambda e: e.d.evaluate(
+        _float_images(), np.array([2.7, 1, 2, 3]), verbose=0), ValueError,
+     LABELS + r".*labels\[0\] is 2.7"),
+    ("fm_evaluate_dataset_label_37", lambda e: e.d.evaluate(
+        _labelled(_float_images(), [1, 2, 3, 37]), verbose=0), ValueError,
+     r"FunMatchDistiller.evaluate: " + LABELS),
+    ("fm_evaluate_dataset_label_fraction", lambda e: e.d.evaluate(
+        _labelled(_float_images(), [1.0, 2.5, 3.0, 4.0]), verbose=0), ValueError,
+     LABELS + r".*not a whole number"),
+    ("fm_evaluate_nan_pixel", lambda e: e.d.evaluate(
+        _labelled(_float_images(nan_at=3), [1, 2, 3, 4]), verbose=0),
+     kdzoo.errors.NonFiniteInputError, r"FunMatchDistiller.evaluate: the images hold NaN"),
+    ("sd_fit_nan_pixel", lambda e: e.sd.fit(_float_images(nan_at=2), np.arange(4), verbose=0),
+     kdzoo.errors.NonFiniteInputError, r"SelfDistillation.fit: the images hold NaN or Inf "
+     r"\(first at index \(2, 3, 4, 0\)\)"),
+    ("sd_fit_dataset_nan_pixel", lambda e: e.sd.fit(
+        _labelled(_float_images(nan_at=1), [1, 2, 3, 4]), verbose=0),
+     kdzoo.errors.NonFiniteInputError, r"SelfDistillation.fit: the images hold NaN"),
+    ("sd_fit_dataset_label_37", lambda e: e.sd.fit(
+        _labelled(_float_images(), [1, 2, 37, 4]), verbose=0), ValueError,
+     r"SelfDistillation.fit: " + LABELS),
+    ("sd_evaluate_label_37", lambda e: e.sd.evaluate(_float_images(), np.array([0, 1, 2, 37]),
+                                                     verbose=0), ValueError,
+     r"SelfDistillation.evaluate: " + LABELS + r".*labels\[3\] is 37"),
+    ("fm_teacher_softmax_dense", lambda e: F(_softmax_head(), e.student, image_size=28),
+     ValueError, r"teacher 'probs' ends in softmax .*needs logits.*classifier_activation=None"),
+    ("fm_teacher_softmax_layer", lambda e: F(_with_softmax_layer(e.teacher), e.student,
+                                             image_size=28),
+     ValueError, r"teacher 'then_softmax' ends in Softmax"),
+    ("fm_student_softmax", lambda e: F(e.teacher, _with_softmax_layer(e.student), image_size=28),
+     ValueError, r"student 'then_softmax' ends in Softmax"),
+]
+
+
+def test_good_labels_and_images_still_evaluate(env):
+    """The controls of the rows above: the same calls with valid labels work."""
+    ids = np.array([1, 9, 0, 3])
+    env.d.evaluate(_float_images(), ids, verbose=0)
+    env.d.evaluate(_labelled(_float_images(), ids), verbose=0)
+    env.d.evaluate(_float_images(), np.eye(10, dtype="float32")[ids], verbose=0)  # one-hot
+    env.sd.evaluate(_labelled(_float_images(), ids.astype("float32")), verbose=0)
+
+
+def test_non_finite_loss_stops_user_fit_naming_the_step_and_keeps_good_weights(tmp_path):
+    import keras
+
+    from kdzoo.checkpointing import NonFiniteLossError
+    keras.utils.set_random_seed(0)
+    sd = SD(kdzoo.load("fmnist_cnn_w16", weights=None), num_classes=10)
+    sd.compile(optimizer=keras.optimizers.SGD(1e30))  # diverges within a few steps
+    images, labels = _float_images(16), np.arange(16) % 10
+    saved = str(tmp_path / "ckpt.weights.h5")
+    every_step = keras.callbacks.ModelCheckpoint(saved, save_weights_only=True, save_freq=1)
+    with pytest.raises(NonFiniteLossError, match=r"became nan at epoch \d+, step \d+"):
+        sd.fit(images, labels, batch_size=2, epochs=3, callbacks=[every_step], verbose=0)
+    assert os.path.exists(saved)
+    check = SD(kdzoo.load("fmnist_cnn_w16", weights=None), num_classes=10)
+    check.load_weights(saved)
+    assert all(np.isfinite(w).all() for w in check.get_weights())  # never overwritten by NaN
+    # The documented switch turns the stop off: fit then runs to the end.
+    sd2 = SD(kdzoo.load("fmnist_cnn_w16", weights=None), num_classes=10)
+    sd2.compile(optimizer=keras.optimizers.SGD(1e30))
+    history = sd2.fit(images, labels, batch_size=2, epochs=1, verbose=0,
+                      stop_on_non_finite_loss=False)
+    assert not np.isfinite(history.history["loss"][-1])
+
+
 @pytest.mark.parametrize("call, error, pattern", [pytest.param(*c[1:], id=c[0]) for c in CASES])
 def test_bad_call_is_answered_clearly(env, call, error, pattern):
     with pytest.raises(error) as info:

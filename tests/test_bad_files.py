@@ -36,13 +36,17 @@ Run: python -m pytest tests/test_bad_files.py -q
 """
 
 import hashlib
+import io
 import json
 import os
 import pickle
 import re
 import shutil
 import struct
+import subprocess
+import sys
 import warnings
+import zipfile
 
 import h5py
 import keras
@@ -508,3 +512,137 @@ def test_unusable_download_is_deleted_with_a_clear_error(env):
     assert target in message and "truncated or corrupt" in message
     assert "downloads it afresh" in message
     assert downloads() == [] and converted() == []
+
+
+# ------------------------------------------ hostile files (issue 15, case 5) ---
+# Small files whose headers claim huge arrays. Each is loaded in one fresh process
+# that records its peak RSS (ru_maxrss) before and after: a refusal must come
+# from the headers, naming the file, without allocating what the header claims.
+HOSTILE_LOADER = r"""
+import json, resource, sys
+import kdzoo
+from kdzoo import registry
+from kdzoo.models.bit import build_bit
+builder = lambda **kw: build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", **kw)
+registry._ARCHITECTURES["bit_tiny"] = registry.Architecture(
+    name="bit_tiny", builder=builder, input_size=32, num_classes=10, family="bit",
+    description="a tiny BiT for tests")
+good = json.loads(sys.argv[1])
+for name, path in good.items():  # warm up every reader on a good file first
+    kdzoo.load(name, weights=path)
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # MiB
+for case, name, path in json.loads(sys.argv[2]):
+    before = peak()
+    try:
+        kdzoo.load(name, weights=path)
+        error, message = None, ""
+    except Exception as e:
+        error, message = type(e).__name__, str(e)
+    print("CASE", json.dumps({"case": case, "error": error, "message": message,
+                              "grew_mib": peak() - before}), flush=True)
+"""
+HOSTILE_LIMIT_MIB = 200
+
+
+def _hostile_keras(src, dst):
+    """A .keras whose head claims 4,000,000 units (a 1 GB kernel), weights untouched."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "config.json":
+                config = json.loads(data)
+                for layer in config["config"]["layers"]:
+                    if layer["config"]["name"] == "head":
+                        layer["config"]["units"] = 4_000_000
+                data = json.dumps(config).encode()
+            zout.writestr(info, data)
+    return str(dst)
+
+
+def _hostile_h5(src, dst):
+    """A .weights.h5 whose head kernel is a 1.5 GiB chunked dataset never written."""
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        names = []
+        f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset)
+                     and len(o.shape) == 2 else None)
+        del f[names[0]]
+        f.create_dataset(names[0], shape=(64, 6_291_456), dtype="float32", chunks=(64, 4096))
+    return str(dst)
+
+
+def _zip_bomb(dst, key="head/kernel", shape=(256, 1_048_576)):
+    """An .npz holding 1 GiB of zeros deflated to about a megabyte, written in pieces."""
+    header = {"descr": "<f4", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open(key + ".npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            zeros = bytes(1 << 22)
+            for _ in range(int(np.prod(shape)) * 4 // len(zeros)):
+                f.write(zeros)
+    return str(dst)
+
+
+def _lying_npz(dst):
+    """A few hundred bytes whose .npy header claims 10^12 float32s."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                               "shape": (1_000_000, 1_000_000)})
+    with zipfile.ZipFile(dst, "w") as z:
+        z.writestr("head/kernel.npy", buf.getvalue() + bytes(64))
+    return str(dst)
+
+
+@pytest.mark.slow
+def test_hostile_files_are_refused_from_their_headers_without_big_allocations(files, tmp_path):
+    tmp = tmp_path
+    cases = [
+        ("keras_huge_head", "fmnist_cnn_w16", _hostile_keras(files["w16.keras"], tmp / "h.keras")),
+        ("h5_unwritten_dataset", "fmnist_cnn_w16",
+         _hostile_h5(files["w16.weights.h5"], tmp / "h.weights.h5")),
+        ("npz_zip_bomb", "bit_tiny", _zip_bomb(tmp / "bomb.npz")),
+        ("npz_lying_header", "bit_tiny", _lying_npz(tmp / "lie.npz")),
+    ]
+    assert all(os.path.getsize(p) < 2 << 20 for _, _, p in cases)  # small files (< 2 MiB)
+    good = {"fmnist_cnn_w16": files["w16.keras"], "bit_tiny": files["npz"]}
+    result = subprocess.run([sys.executable, "-c", HOSTILE_LOADER, json.dumps(good),
+                             json.dumps(cases)], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = {r["case"]: r for r in (json.loads(line[5:]) for line in result.stdout.splitlines()
+                                   if line.startswith("CASE "))}
+    assert sorted(seen) == sorted(c for c, _, _ in cases)
+    for case, _, path in cases:
+        row = seen[case]
+        assert row["error"] == "CheckpointError", (case, row)
+        assert path in row["message"], (case, row["message"])
+        assert "truncated or corrupt" not in row["message"], (case, row["message"])
+        assert row["grew_mib"] < HOSTILE_LIMIT_MIB, (case, row)
+    print({case: seen[case]["grew_mib"] for case, _, _ in cases})  # peak RSS growth, MiB
+
+
+def _npz_with(env, name, changes):
+    params = dict(env["params"])
+    for key, value in changes.items():
+        if value is None:
+            params.pop(key)
+        else:
+            params[key] = value
+    path = str(env["tmp"] / name)
+    np.savez(path, **params)
+    return path
+
+
+@pytest.mark.parametrize("dtype", ["int32", "bool", "complex64"])
+def test_npz_kernels_that_are_not_floats_are_refused(env, dtype):
+    kernel = env["params"]["block2/unit01/conv2/kernel"]
+    path = _npz_with(env, f"{dtype}.npz", {"block2/unit01/conv2/kernel": kernel.astype(dtype)})
+    with pytest.raises(CheckpointError, match=rf"{re.escape(path)}.*conv2/kernel.*{dtype}.*floats"):
+        kdzoo.load(TINY, weights=path)
+
+
+def test_npz_keys_that_meet_after_name_normalisation_are_refused(env):
+    key = "block2/unit01/conv2/kernel"
+    path = _npz_with(env, "dup.npz", {"params/" + key: env["params"][key] + 1})
+    with pytest.raises(CheckpointError, match=rf"{re.escape(path)} has both .*same weight"):
+        kdzoo.load(TINY, weights=path)

@@ -144,7 +144,8 @@ def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
                                     "--workdir", str(tmp_path)), env=ENV, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sorted(os.listdir(tmp_path)) == ["point-042"]
+    # one point's directory, and the grid's shared settings (kdzoo.run_dir.check_grid)
+    assert sorted(os.listdir(tmp_path)) == ["grid.json", "point-042"]
     config = json.load(open(tmp_path / "point-042" / "config.json"))
     # 42 = 2 * 20 + 0 * 4 + 2: lr[2], weight_decay[0], temperature[2]
     assert (config["lr"], config["weight_decay"], config["temperature"]) == (3e-3, 1e-5, 5.0)

@@ -71,6 +71,8 @@ from keras import ops
 
 from kdzoo.data import augment
 from kdzoo.distill import losses, stream
+from kdzoo.distill._checks import (CheckedInputs, check_outputs_logits, checked_validation,
+                                   guard_callbacks, input_errors)
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.views import (VARIANTS, ViewMaker, check_number, check_size, check_variant,
                                  is_fixed)
@@ -107,7 +109,7 @@ def _num_classes(model, role):
 
 
 @keras.saving.register_keras_serializable(package="kdzoo")
-class FunMatchDistiller(keras.Model):
+class FunMatchDistiller(CheckedInputs, keras.Model):
     """Distil a frozen ``teacher`` into ``student`` by function matching.
 
     Args:
@@ -158,6 +160,9 @@ class FunMatchDistiller(keras.Model):
                                 f"{type(t).__name__}.")
         if not isinstance(student, keras.Model):
             raise TypeError(f"student must be a keras.Model, got {type(student).__name__}.")
+        for t in teachers:  # issue 15: logits, not probabilities
+            check_outputs_logits(t, "teacher")
+        check_outputs_logits(student, "student")
         temperature = check_number(temperature, "temperature", minimum=0.0, strict=True,
                                    hint=" T of the tempered softmax, e.g. temperature=10.0.")
         num_classes = _num_classes(student, "student")
@@ -537,12 +542,19 @@ class FunMatchDistiller(keras.Model):
                 and "student" in x.element_spec)
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None,
-            initial_epoch=0, **kwargs):
+            initial_epoch=0, stop_on_non_finite_loss=True, **kwargs):
         """Keras ``fit`` on raw images (see the module docstring); ``y`` is ignored.
 
         ``batch_size`` (default 32) batches the views of raw inputs; a dataset
-        from :meth:`make_train_dataset` is used as is.
+        from :meth:`make_train_dataset` is used as is. A NaN/Inf loss stops
+        training with :class:`kdzoo.checkpointing.NonFiniteLossError` naming the
+        epoch and step, before any callback can save the broken weights;
+        ``stop_on_non_finite_loss=False`` turns that off.
         """
+        kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = checked_validation(
+                kwargs["validation_data"], self.num_classes, "FunMatchDistiller.fit(validation_data)")
         if kwargs.get("validation_split"):
             raise ValueError("validation_split is not supported; pass validation_data.")
         if x is None:
@@ -567,5 +579,6 @@ class FunMatchDistiller(keras.Model):
         if self.teacher_cache is not None:
             self.teacher_cache.check_epochs(initial_epoch, epochs)
         kwargs["shuffle"] = False  # the view pipeline shuffles, seeded, per epoch
-        return super().fit(x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           initial_epoch=initial_epoch, **kwargs)
+        with input_errors():  # keras.Model.fit: the checks above replace CheckedInputs.fit's
+            return keras.Model.fit(self, x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                   initial_epoch=initial_epoch, **kwargs)

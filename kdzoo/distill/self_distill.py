@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.losses import feature_hint, kl_divergence
 from kdzoo.distill.views import check_number
@@ -174,7 +175,7 @@ def _static_feature_shape(tensor, layer_name):
 # --------------------------------------------------------------------------- model
 
 @keras.saving.register_keras_serializable(package="kdzoo")
-class SelfDistillation(keras.Model):
+class SelfDistillation(CheckedInputs, keras.Model):
     """A backbone with one classifier exit per section, trained by self distillation.
 
     Args:

@@ -51,9 +51,11 @@ The header records the format version, the stream the cache was built for
 (variant, seed, image_size, teacher_image_size, flip, crop_fraction,
 inception_area_range, mixup_alpha, antialias, shuffle and shuffle buffer, batch_size,
 num_images, steps per epoch, epochs ``[start, end)``), the teacher (number of
-models, classes, a sha256 fingerprint of each one's weights), the storage
-(``top_k``, dtypes, ``"stores": "logits"``), an optional sha256 of the images
-when they were given as an array, and a sha256 per epoch block. Files are
+models, classes, a sha256 of each one's architecture config, preprocessing
+included, and one of its weights), the storage (``top_k``, dtypes,
+``"stores": "logits"``), the images (count, element spec and sha256 of a
+sample, for arrays and datasets alike; plus a sha256 of all bytes for an
+array; :mod:`kdzoo.distill.fingerprint`), and a sha256 per epoch block. Files are
 written to a temporary file next to ``path`` and renamed when complete.
 
 Checks
@@ -84,6 +86,8 @@ import numpy as np
 import tensorflow as tf
 
 from kdzoo.atomic import atomic_path
+from kdzoo.distill.fingerprint import (architecture_fingerprint, array_fingerprint,
+                                       images_fingerprint, weights_fingerprint)
 from kdzoo.errors import CheckpointError
 
 __all__ = ["TeacherCache", "cache_teacher", "open_teacher_cache", "teacher_fingerprint",
@@ -106,22 +110,11 @@ _STREAM_KEYS = ("batch_size", "num_images", "shuffle", "shuffle_buffer")
 
 # ----------------------------------------------------------------- helpers ---
 def teacher_fingerprint(model):
-    """sha256 of a model's weights (shapes, dtypes and values, in order; not names)."""
-    h = hashlib.sha256()
-    for w in model.weights:
-        value = np.ascontiguousarray(np.asarray(w.numpy()))
-        h.update(f"{value.dtype.str}{value.shape};".encode())
-        h.update(value.tobytes())
-    return h.hexdigest()
+    """sha256 of a model's weights (see :mod:`kdzoo.distill.fingerprint`)."""
+    return weights_fingerprint(model)
 
 
-def _array_fingerprint(images):
-    if isinstance(images, np.ndarray) or tf.is_tensor(images):
-        a = np.ascontiguousarray(np.asarray(images))
-        h = hashlib.sha256(f"{a.dtype.str}{a.shape};".encode())
-        h.update(a.tobytes())
-        return h.hexdigest()
-    return None
+_array_fingerprint = array_fingerprint
 
 
 def _view_settings(distiller):
@@ -281,6 +274,14 @@ class TeacherCache:
             raise CheckpointError(
                 f"Teacher cache {self.path} holds {h['num_classes']} classes; the models "
                 f"predict {distiller.num_classes}.")
+        configs = [architecture_fingerprint(t) for t in distiller.teachers]
+        if configs != h.get("teacher_config_sha256"):
+            raise CheckpointError(
+                f"Teacher cache {self.path} was built with another teacher architecture "
+                "or preprocessing (config sha256 "
+                f"{', '.join(p[:12] for p in h.get('teacher_config_sha256') or ['none'])}; "
+                f"this distiller's: {', '.join(p[:12] for p in configs)}): its logits "
+                "would differ. Use the same teacher model or rebuild the cache.")
         prints = [teacher_fingerprint(t) for t in distiller.teachers]
         if prints != h["teacher_sha256"]:
             raise CheckpointError(
@@ -310,6 +311,20 @@ class TeacherCache:
             raise CheckpointError(
                 f"Teacher cache {self.path} covers epochs [{start}, {end}); training "
                 f"would start at epoch {initial_epoch}. Cache those epochs too.")
+        recorded = h.get("images")
+        if images is not None:
+            if recorded is None:
+                raise CheckpointError(
+                    f"Teacher cache {self.path} records no fingerprint of its images (an "
+                    "older kdzoo built it), so these images cannot be checked against "
+                    "it. Rebuild it with kdzoo.distill.cache_teacher.")
+            mine_images = images_fingerprint(images, num_images)
+            for key in ("count", "element_spec", "sample_sha256"):
+                if mine_images[key] != recorded[key]:
+                    raise CheckpointError(
+                        f"Teacher cache {self.path} was built on other train images: "
+                        f"{key} {recorded[key]!r} there, {mine_images[key]!r} here. Pass "
+                        "the images the cache was built on, or rebuild it.")
         fp = h.get("images_sha256")
         if fp is not None and images is not None:
             mine_fp = _array_fingerprint(images)
@@ -529,6 +544,8 @@ def cache_teacher(distiller, images, path, epochs, *, initial_epoch=0, batch_siz
                 value_dtype=vdt.newbyteorder("<").str,
                 index_dtype=idt.newbyteorder("<").str,
                 teacher_sha256=[teacher_fingerprint(t) for t in teachers],
+                teacher_config_sha256=[architecture_fingerprint(t) for t in teachers],
+                images=images_fingerprint(images, n),
                 images_sha256=_array_fingerprint(images), epoch_sha256=epoch_sha)
             raw = json.dumps(header, sort_keys=True).encode("utf-8")
             f.write(raw)

@@ -1,0 +1,193 @@
+"""Input checks shared by the distillers' ``fit`` / ``evaluate``: refuse, never guess.
+
+Without them a label 37 of 10 classes, -5 or 2.7 gives accuracy 0 silently, one
+NaN pixel turns every weight NaN, and a teacher ending in softmax is matched as
+if its probabilities were logits. The checks run where every input passes:
+
+* NumPy / tensor inputs are checked at once, in Python, naming the first bad
+  element;
+* ``tf.data`` inputs get a ``map`` that asserts the same per batch (in the
+  input pipeline, so it also holds when the step is XLA-compiled, where
+  in-graph asserts are dropped); a failure raises TensorFlow's
+  ``InvalidArgumentError`` carrying the message.
+
+``fit`` also stops at the first non-finite loss (:func:`guard_callbacks`,
+``stop_on_non_finite_loss=False`` turns it off) before any later callback,
+e.g. a user's ``ModelCheckpoint``, can save the NaN weights over good ones.
+"""
+
+import contextlib
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kdzoo.errors import NonFiniteInputError
+
+_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
+
+
+MARK = "[kdzoo input check] "
+
+
+def _labels_message(where, num_classes):
+    return (f"{where}: labels must be integer class ids in [0, {num_classes}) (or one-hot "
+            f"rows of {num_classes}); fix the label mapping of the dataset, or pass the "
+            "num_classes the labels were made for.")
+
+
+def check_label_array(labels, num_classes, where):
+    """NumPy check of sparse ids ``[B]`` / ``[B, 1]`` or one-hot ``[B, K]`` labels."""
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[-1] == num_classes and num_classes != 1:
+        if not np.all(np.isfinite(y)):
+            raise NonFiniteInputError(f"{where}: the one-hot labels hold NaN or Inf.")
+        return
+    flat = y.reshape(-1)
+    if flat.dtype.kind not in "iuf" or flat.dtype == bool:
+        raise ValueError(f"{_labels_message(where, num_classes)} Got dtype {y.dtype}.")
+    bad = ~np.isfinite(flat) if flat.dtype.kind == "f" else np.zeros(flat.shape, bool)
+    if flat.dtype.kind == "f":
+        bad |= np.isfinite(flat) & (flat != np.round(flat))
+    bad |= (flat < 0) | (flat >= num_classes)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(f"{_labels_message(where, num_classes)} labels[{i}] is "
+                         f"{flat[i].item()!r} ({int(bad.sum())} bad of {flat.size}).")
+
+
+def check_image_array(images, where):
+    x = np.asarray(images)
+    if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
+        index = np.unravel_index(int(np.argmax(~np.isfinite(x))), x.shape)
+        raise NonFiniteInputError(
+            f"{where}: the images hold NaN or Inf (first at index {tuple(map(int, index))}). "
+            "Clean or drop those images; training on them turns every weight NaN.")
+
+
+def _graph_checks(images, labels, num_classes, where):
+    ops = []
+    for x in tf.nest.flatten(images):
+        if x.dtype.is_floating:
+            ops.append(tf.debugging.assert_all_finite(
+                x, f"{MARK}{where}: the images hold NaN or Inf. Clean or drop those images; "
+                   "training on them turns every weight NaN."))
+    if labels is None:
+        return ops
+    y = tf.convert_to_tensor(labels)
+    if y.shape.rank == 2 and y.shape[-1] == num_classes and num_classes != 1:
+        if y.dtype.is_floating:
+            ops.append(tf.debugging.assert_all_finite(y, f"{MARK}{where}: one-hot labels hold NaN."))
+        return ops
+    message = MARK + _labels_message(where, num_classes)
+    if y.dtype.is_floating:
+        ops.append(tf.debugging.assert_equal(y, tf.round(y), message=message + " A label "
+                                             "is not a whole number."))
+    elif not y.dtype.is_integer:
+        raise ValueError(f"{_labels_message(where, num_classes)} Got dtype {y.dtype.name}.")
+    ops.append(tf.debugging.assert_greater_equal(y, tf.cast(0, y.dtype), message=message))
+    ops.append(tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=message))
+    return ops
+
+
+@contextlib.contextmanager
+def input_errors():
+    """Turn a failed pipeline check (a TF ``InvalidArgumentError``) into our exception."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as e:
+        found = re.search(re.escape(MARK) + r"(.*?)(?: : Tensor had|\n|$)", e.message, re.S)
+        if not found:
+            raise
+        text = found.group(1).strip()
+        error = NonFiniteInputError if "NaN" in text else ValueError
+        raise error(text) from None
+
+
+def checked_dataset(dataset, num_classes, where, labels_used=True):
+    """``dataset`` with every element's images and labels asserted as above."""
+    def check(*element):
+        el = element[0] if len(element) == 1 else element
+        if isinstance(el, (tuple, list)):
+            images, labels = el[0], (el[1] if len(el) > 1 and labels_used else None)
+        else:
+            images, labels = el, None
+        with tf.control_dependencies(_graph_checks(images, labels, num_classes, where)):
+            return tf.nest.map_structure(tf.identity, el)
+    return dataset.map(check)
+
+
+def checked_inputs(x, y, num_classes, where):
+    """``(x, y)`` for fit / evaluate: arrays checked now, datasets wrapped."""
+    if isinstance(x, tf.data.Dataset):
+        return checked_dataset(x, num_classes, where), y
+    if x is not None and (isinstance(x, np.ndarray) or tf.is_tensor(x)):
+        check_image_array(x, where)
+    if y is not None and (isinstance(y, np.ndarray) or tf.is_tensor(y)
+                          or isinstance(y, (list, tuple))):
+        check_label_array(y, num_classes, where)
+    return x, y
+
+
+def checked_validation(validation_data, num_classes, where):
+    """``fit``'s ``validation_data`` (a dataset or a tuple of arrays), checked likewise."""
+    if validation_data is None:
+        return None
+    if isinstance(validation_data, tf.data.Dataset):
+        return checked_dataset(validation_data, num_classes, where)
+    if isinstance(validation_data, (tuple, list)) and len(validation_data) >= 2:
+        checked_inputs(validation_data[0], validation_data[1], num_classes, where)
+    return validation_data
+
+
+def check_outputs_logits(model, role):
+    """Refuse a model whose last layer already turns logits into probabilities."""
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    if layer is None:
+        return
+    activation = getattr(layer, "activation", None)
+    name = getattr(activation, "__name__", str(activation) if activation else "")
+    if isinstance(layer, keras.layers.Softmax) or name in _PROBABILITY_ACTIVATIONS:
+        kind = "Softmax" if isinstance(layer, keras.layers.Softmax) else name
+        raise ValueError(
+            f"The {role} {model.name!r} ends in {kind} (layer {layer.name!r}): its outputs "
+            "are probabilities, but distillation needs logits (softmax is applied with "
+            "the temperature inside the loss). Rebuild it without the final activation, "
+            "e.g. keras.applications.*(classifier_activation=None) or "
+            "Dense(..., activation=None).")
+
+
+def guard_callbacks(callbacks, enabled=True):
+    """``callbacks`` with :class:`kdzoo.checkpointing.StopOnNonFiniteLoss` first."""
+    from kdzoo.checkpointing import StopOnNonFiniteLoss
+    callbacks = list(callbacks or [])
+    if enabled and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
+        callbacks.insert(0, StopOnNonFiniteLoss())
+    return callbacks
+
+
+class CheckedInputs:
+    """Mixin for a ``keras.Model`` with ``num_classes``: checked ``fit`` / ``evaluate``.
+
+    ``fit`` and ``evaluate`` check labels and images as above; ``fit`` also stops
+    at the first non-finite loss, naming the epoch and step
+    (:class:`kdzoo.checkpointing.NonFiniteLossError`), before any callback can
+    save the broken weights; ``fit(..., stop_on_non_finite_loss=False)`` turns
+    that off.
+    """
+
+    def fit(self, x=None, y=None, *args, stop_on_non_finite_loss=True, **kwargs):
+        where = f"{type(self).__name__}.fit"
+        x, y = checked_inputs(x, y, self.num_classes, where)
+        kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
+        if kwargs.get("validation_data") is not None:
+            kwargs["validation_data"] = checked_validation(
+                kwargs["validation_data"], self.num_classes, f"{where}(validation_data)")
+        with input_errors():
+            return super().fit(x, y, *args, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        x, y = checked_inputs(x, y, self.num_classes, f"{type(self).__name__}.evaluate")
+        with input_errors():
+            return super().evaluate(x, y, *args, **kwargs)

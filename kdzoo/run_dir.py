@@ -1,0 +1,183 @@
+"""A work directory is one run: its settings are recorded once and it is locked while used.
+
+Rerunning a command on its work directory resumes the run. That is only sound
+when the rerun *is* the same run, so :func:`claim` (called by
+:func:`kdzoo.train.run_funmatch` / ``run_supervised`` before anything is
+read or written):
+
+1. takes ``workdir/run.lock`` (:class:`kdzoo.file_lock.FileLock`) for the
+   run's whole life; a second live process on the same directory is refused
+   with the holder's pid and host; a dead holder's lock is taken over. In a
+   multi-worker run each worker locks its own directory (the chief
+   ``workdir``, the others ``workdir/worker-<i>``), since each writes only
+   there;
+2. compares the settings with ``workdir/config.json``, recorded by the first
+   run: a difference in any result-changing key raises
+   :class:`kdzoo.errors.SettingsMismatchError` naming every differing key,
+   and offers a new ``--workdir`` or ``--overwrite`` (``overwrite=True``:
+   delete this run's files and start over). Keys in :data:`NEUTRAL` (e.g.
+   ``epochs`` extended) may change: the new value is recorded, with the old
+   one, under ``"reruns"``.
+
+A grid's points each have their own directory, settings and lock; the grid's
+shared settings are recorded in ``<grid workdir>/grid.json`` by
+:func:`check_grid`, so points configured differently never meet in one summary.
+"""
+
+import functools
+import json
+import os
+import re
+import shutil
+import time
+
+from kdzoo.atomic import write_json
+from kdzoo.errors import SettingsMismatchError
+from kdzoo.file_lock import FileLock
+
+LOCK_FILE = "run.lock"
+CONFIG_FILE = "config.json"
+GRID_FILE = "grid.json"
+# Settings that do not change what a run computes for the epochs it shares with
+# another: how long it runs, what it prints, how often it checkpoints, where the
+# (same) data lives and the eval batching.
+NEUTRAL = frozenset({"epochs", "verbose", "data_dir", "eval_batch_size", "log_every_steps",
+                     "checkpoint_every_steps", "checkpoint_every_minutes",
+                     "keep_checkpoints"})
+# Not settings of the run at all.
+IGNORED = frozenset({"workdir", "overwrite", "reruns"})
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe(value):
+    """A JSON value that is the same for the same setting in every process.
+
+    Callables (model builders) are named by module and qualified name; a
+    ``functools.partial`` also by its arguments; memory addresses are dropped.
+    """
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, dict):
+        return {str(k): describe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, functools.partial):
+        args = [describe(a) for a in value.args]
+        kwargs = {k: describe(v) for k, v in sorted(value.keywords.items())}
+        return {"callable": describe(value.func), "args": args, "kwargs": kwargs}
+    if callable(value) and hasattr(value, "__qualname__"):
+        return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+    return _ADDRESS.sub("", repr(value))
+
+
+def settings_of(run):
+    """The settings of a run description (a dataclass such as ``FunMatchRun``)."""
+    import dataclasses
+    return {f.name: describe(getattr(run, f.name)) for f in dataclasses.fields(run)
+            if f.name not in IGNORED}
+
+
+def _differences(recorded, settings, skip):
+    keys = (set(recorded) | set(settings)) - IGNORED - skip
+    missing = "<not set>"
+    return {k: (recorded.get(k, missing), settings.get(k, missing)) for k in sorted(keys)
+            if recorded.get(k, missing) != settings.get(k, missing)}
+
+
+def _read_record(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except (OSError, ValueError) as e:
+        raise SettingsMismatchError(
+            f"{path} cannot be read ({type(e).__name__}: {e}), so kdzoo cannot tell "
+            "whether this run is the one recorded there. Use a new --workdir, or pass "
+            "--overwrite (overwrite=True) to delete the old run and start over.") from None
+
+
+def _mismatch(directory, path, diffs, whole="--workdir"):
+    listed = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in diffs.items())
+    return SettingsMismatchError(
+        f"{directory} already holds a run with other settings ({listed}; recorded in "
+        f"{path}). Resuming it would mix two runs. Use a new {whole} for these settings, or "
+        "pass --overwrite (overwrite=True) to delete that run's files and start over.")
+
+
+def _wipe(directory, keep=(LOCK_FILE,)):
+    for name in os.listdir(directory):
+        if name in keep or name.startswith("worker-"):  # each worker wipes its own dir
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+def claim(workdir, settings, *, overwrite=False, worker=None):
+    """Lock ``workdir`` (or its ``worker`` subdirectory) and record / compare ``settings``.
+
+    Returns the held :class:`~kdzoo.file_lock.FileLock`; keep it for the run's
+    life and ``release()`` it at the end (it is also released when dropped or
+    when the process dies). Raises :class:`~kdzoo.errors.WorkdirInUseError` or
+    :class:`~kdzoo.errors.SettingsMismatchError`.
+    """
+    own = os.path.join(workdir, worker) if worker else workdir
+    os.makedirs(own, exist_ok=True)
+    lock = FileLock(os.path.join(own, LOCK_FILE), what=f"Work directory {own}").acquire()
+    try:
+        if overwrite:
+            _wipe(own)
+        if worker is None:  # the chief owns the record; the others only write logs
+            _record(workdir, json.loads(json.dumps(settings)))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _record(workdir, settings):
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        write_json(path, dict(settings, reruns=[]))
+        return
+    recorded = _read_record(path)
+    diffs = _differences(recorded, settings, NEUTRAL)
+    if diffs:
+        raise _mismatch(workdir, path, diffs)
+    changed = _differences(recorded, settings, frozenset())
+    if changed:
+        reruns = list(recorded.get("reruns", []))
+        reruns.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "changed": {k: list(v) for k, v in changed.items()}})
+        write_json(path, dict(recorded, **settings, reruns=reruns))
+
+
+def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs=()):
+    """Record a grid's ``shared`` settings (all but the grid's own keys) in ``grid.json``.
+
+    A later run of any point with other shared settings is refused. With
+    ``overwrite`` and ``whole_grid`` (a run of every point), the finished
+    ``point_dirs`` are deleted first (each after taking its lock, so a point
+    still running elsewhere is never deleted); a single point
+    (``--grid_index``) cannot replace the grid's shared settings.
+    """
+    shared = json.loads(json.dumps(shared))
+    path = os.path.join(workdir, GRID_FILE)
+    if not os.path.exists(path):
+        write_json(path, shared)
+        return
+    recorded = _read_record(path)
+    diffs = _differences(recorded, shared, NEUTRAL)
+    if not diffs:
+        return
+    if not (overwrite and whole_grid):
+        raise _mismatch(workdir, path, diffs, whole="--workdir for the grid")
+    for point in point_dirs:
+        if os.path.isdir(point):
+            with FileLock(os.path.join(point, LOCK_FILE), what=f"Grid point {point}"):
+                _wipe(point)
+    write_json(path, shared)
