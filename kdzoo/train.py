@@ -22,6 +22,7 @@ import keras
 from kdzoo import checkpointing
 from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
+from kdzoo.precision import resolve_precision
 
 
 def upscale_small_images(dataset, min_side):
@@ -55,8 +56,11 @@ def seed_everything(seed, deterministic=False):
 
 
 def set_precision(mixed_precision):
-    """``None``/``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``."""
-    policy = mixed_precision or "float32"
+    """``None``/``"float32"``, ``"mixed_bfloat16"``, ``"mixed_float16"`` or ``"auto"``.
+
+    ``"auto"``: bf16 where the hardware runs it natively, see :mod:`kdzoo.precision`.
+    """
+    policy = resolve_precision(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     return policy
 
