@@ -21,7 +21,7 @@ without XLA (Keras' CPU default). Prints ONE JSON line: ``ratio`` = auto
 images/s / fastest images/s on the train workload (goal 0.95), the CPU flags
 that decided, and every configuration's figures.
 
-    python benchmarks/precision.py [--quick]
+    python benchmarks/precision.py [--quick] [--configs float32/xla_off,mixed_bfloat16/xla_off]
 """
 
 import _bench  # noqa: F401  (sys.path, TF log level)
@@ -47,7 +47,9 @@ def bit(size, quick):
 
 
 def main():
-    args = _bench.parse_args(__doc__)
+    args = _bench.parse_args(__doc__, configs=dict(
+        default=None, help="comma list of policy/xla_on|off to run, e.g. "
+                           "float32/xla_off,mixed_bfloat16/xla_off (default: all)"))
     quick = args.quick
     batch = 4
     fwd_size, train_size = (32, 32) if quick else (128, 64)
@@ -55,6 +57,14 @@ def main():
     # --quick (CI) skips XLA: each XLA compile of a BiT step costs a minute on 2 cores.
     configs = ([("float32", False), ("mixed_bfloat16", False)] if quick
                else [(p, x) for p in POLICIES for x in (False, True)])
+    if args.configs:
+        wanted = [c.strip() for c in args.configs.split(",") if c.strip()]
+        known = {f"{p}/xla_{'on' if x else 'off'}": (p, x) for p in POLICIES
+                 for x in (False, True)}
+        bad = [c for c in wanted if c not in known]
+        if bad:
+            raise SystemExit(f"--configs: unknown {bad}; choose from {sorted(known)}")
+        configs = [known[c] for c in wanted]
     auto_policy = precision.describe()
     auto = f"{auto_policy['policy']}/xla_off"
     keras.utils.set_random_seed(0)
