@@ -3,7 +3,7 @@
 * :class:`StudentCheckpoint` is ``keras.callbacks.ModelCheckpoint`` for a
   distiller: it saves ``model.student`` (a ``FunMatchDistiller``'s student)
   instead of the whole distiller, so a checkpoint never carries the frozen
-  teacher (for a BiT-R152x2 teacher, ~0.9 GB of float32 weights per save).
+  teacher (for a BiT-R152x2 teacher, 945 MB of float32 weights per save).
   ``plain=True`` saves :func:`kdzoo.to_plain_keras` of it, a file that loads
   without kdzoo. Files are written to a temporary name and renamed.
 * :func:`with_directions` makes stock ``ModelCheckpoint`` / ``EarlyStopping``
