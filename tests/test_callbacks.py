@@ -56,9 +56,14 @@ def test_funmatch_checkpoint_keeps_the_best_student_only_and_auto_mode_maximises
     d.save(whole)  # what ModelCheckpoint writes: teacher included
     assert keras.saving.load_model(whole).teacher.count_params() == teacher.count_params()
     assert len(d.evaluate(*val, verbose=0)) == 4  # loss, agreement, accuracy, teacher
+    with pytest.raises(ValueError, match="plain=True.*save_weights_only"):
+        StudentCheckpoint(str(tmp_path / "s.weights.h5"), plain=True, save_weights_only=True)
+    with pytest.raises(TypeError, match="no `student`.*ModelCheckpoint"):
+        StudentCheckpoint(str(tmp_path / "x.keras")).set_model(tiny(name="no_student"))
 
 
-def test_plain_student_checkpoint_and_bad_arguments(tmp_path):
+@pytest.mark.slow  # a BiT student's fit, conversion and save: ~45 s on 2 shared cores
+def test_plain_student_checkpoint(tmp_path):
     keras.utils.set_random_seed(0)
     student = build_bit(50, 0.5, num_classes=5, input_shape=(16, 16, 3), units=(1, 1, 1, 1))
     d = kdzoo.FunMatchDistiller(tiny(name="t"), student, image_size=16)
@@ -73,12 +78,9 @@ def test_plain_student_checkpoint_and_bad_arguments(tmp_path):
     np.testing.assert_allclose(keras.saving.load_model(path).predict(x, verbose=0),
                                student.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    with pytest.raises(ValueError, match="plain=True.*save_weights_only"):
-        StudentCheckpoint(str(tmp_path / "s.weights.h5"), plain=True, save_weights_only=True)
-    with pytest.raises(TypeError, match="no `student`.*ModelCheckpoint"):
-        StudentCheckpoint(str(tmp_path / "x.keras")).set_model(tiny(name="no_student"))
 
 
+@pytest.mark.slow  # ~30 s on 2 shared cores
 def test_self_distillation_metrics_have_directions():
     keras.utils.set_random_seed(0)
     sd = kdzoo.SelfDistillation(kdzoo.load("fmnist_cnn_w16", weights=None), num_classes=10)
