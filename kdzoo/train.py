@@ -32,6 +32,7 @@ from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
 from kdzoo.distill.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
+from kdzoo.precision import resolve_precision
 
 
 def seed_everything(seed, deterministic=False):
@@ -46,8 +47,11 @@ def seed_everything(seed, deterministic=False):
 
 
 def set_precision(mixed_precision):
-    """``None``/``"float32"``, ``"mixed_bfloat16"`` or ``"mixed_float16"``."""
-    policy = mixed_precision or "float32"
+    """``None``/``"float32"``, ``"mixed_bfloat16"``, ``"mixed_float16"`` or ``"auto"``.
+
+    ``"auto"``: bf16 where the hardware runs it natively, see :mod:`kdzoo.precision`.
+    """
+    policy = resolve_precision(mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
     return policy
 

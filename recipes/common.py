@@ -42,8 +42,11 @@ def define_common_flags(default_workdir, presets=None, default_preset=None):
                       "checkpoint, metrics) on tfds.testing.mock_data with tiny models, "
                       "offline, in seconds.")
     flags.DEFINE_integer("seed", 0, "Seed of data order, augmentation and init.")
-    flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_bfloat16", "mixed_float16"],
-                      "Keras dtype policy (default float32).")
+    flags.DEFINE_enum("mixed_precision", "auto",
+                      ["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                      "Keras dtype policy; auto: mixed_bfloat16 where the hardware has native "
+                      "bf16 (GPU compute capability >= 8, TPU, CPU avx512_bf16/amx_bf16), "
+                      "else float32 (kdzoo.precision).")
     flags.DEFINE_bool("deterministic", False, "Deterministic TF ops (slower): a resumed run "
                       "then ends bit-identical to an uninterrupted one.")
     flags.DEFINE_bool("xla", False, "Compile the train step with XLA (jit_compile=True).")

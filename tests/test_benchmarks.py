@@ -25,7 +25,8 @@ TIMEOUT_S = 240  # each takes ~20-60 s on 2 shared CPU cores; the rest is slack
 def test_the_benchmarks_are_found():
     names = {os.path.basename(p) for p in SCRIPTS}
     assert {"distill_step.py", "teacher_cache.py", "input_pipeline.py",
-            "precision.py", "runner_overhead.py", "grid_cache.py"} <= names, names
+            "precision.py", "runner_overhead.py", "grid_cache.py",
+            "paper_scale.py"} <= names, names
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)

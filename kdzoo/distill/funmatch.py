@@ -69,6 +69,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from kdzoo.callbacks import with_directions
 from kdzoo.data import augment
 from kdzoo.distill import losses, stream
 from kdzoo.distill._checks import (CheckedInputs, check_outputs_logits, checked_validation,
@@ -277,8 +278,10 @@ class FunMatchDistiller(CheckedInputs, keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.agreement_tracker, self.accuracy_tracker,
-                self.teacher_accuracy_tracker]
+        # with_directions: so ModelCheckpoint/EarlyStopping mode="auto" maximise these.
+        return with_directions([self.loss_tracker, self.agreement_tracker,
+                                self.accuracy_tracker, self.teacher_accuracy_tracker],
+                               up=("agreement",))
 
     def compile(self, optimizer="adam", **kwargs):
         """Keras ``compile`` without a ``loss``: the distillation loss is built in."""

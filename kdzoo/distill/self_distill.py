@@ -26,6 +26,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kdzoo.callbacks import with_directions
 from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.losses import feature_hint, kl_divergence
@@ -331,7 +332,9 @@ class SelfDistillation(CheckedInputs, keras.Model):
         tracked = [self.loss_tracker, self.ce_tracker]
         if self.mode == "self_distillation":
             tracked += [self.kl_tracker, self.hint_tracker]
-        return tracked + self.exit_accuracy + [self.ensemble_accuracy]
+        # with_directions: so ModelCheckpoint/EarlyStopping mode="auto" know each way.
+        return with_directions(tracked + self.exit_accuracy + [self.ensemble_accuracy],
+                               down=("ce", "kl", "hint"))
 
     # ---- forward
     def call(self, inputs, training=False):
