@@ -207,7 +207,7 @@ def plan(run, num_train_examples=None):
         "checkpoint_every_minutes": run.checkpoint_every_minutes,
         "keep_checkpoints": run.keep_checkpoints, "eval": eval_text(spec, image_size),
         "image_size": image_size, "teacher_image_size": teacher_size or image_size,
-        "precision": run.mixed_precision or "float32"}
+        "precision": resolve_precision(run.mixed_precision or "float32")}
 
 
 def _fit(model, make_train, run, schedule):
