@@ -441,3 +441,57 @@ def test_early_exit_with_empty_deeper_sections(onednn):
             assert r["section_rows"] == [r["batch"]] + [0] * (n - 1), r
             assert r["exits"] == [1] * r["batch"], r
         assert r["max_abs_diff"] < 1e-4, r
+
+
+# ----------------------------------------------------------------- PyTorch-style SGD
+
+def test_torch_sgd_matches_a_hand_computed_pytorch_update():
+    """Two steps of torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4) by hand:
+    g = grad + wd * w; buf = momentum * buf + g (buf = g first); w -= lr * buf."""
+    from kdzoo.distill.torch_sgd import TorchSGD
+    rng = np.random.RandomState(7)
+    x, y = rng.randn(8, 3), rng.randn(8, 2)
+    w0, b0 = rng.randn(3, 2), rng.randn(2)
+    lr, mom, wd = 0.1, 0.9, 5e-4
+
+    def grads(w, b):  # d/dw, d/db of mean((x w + b - y)**2) over all 16 entries
+        r = x @ w + b - y
+        return 2 * x.T @ r / r.size, 2 * r.sum(0) / r.size
+
+    w, b, buf_w, buf_b = w0.copy(), b0.copy(), None, None
+    for _ in range(2):
+        gw, gb = grads(w, b)
+        gw, gb = gw + wd * w, gb + wd * b
+        buf_w = gw if buf_w is None else mom * buf_w + gw
+        buf_b = gb if buf_b is None else mom * buf_b + gb
+        w, b = w - lr * buf_w, b - lr * buf_b
+
+    def run(optimizer):
+        kw = tf.Variable(w0, dtype=tf.float64)
+        kb = tf.Variable(b0, dtype=tf.float64)
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((tf.constant(x) @ kw + kb - tf.constant(y)) ** 2)
+            optimizer.apply(tape.gradient(loss, [kw, kb]), [kw, kb])
+        return kw.numpy(), kb.numpy()
+
+    got_w, got_b = run(TorchSGD(lr, momentum=mom, weight_decay=wd))
+    np.testing.assert_allclose(got_w, w, rtol=1e-7, atol=1e-9)  # lr is a float32
+    np.testing.assert_allclose(got_b, b, rtol=1e-7, atol=1e-9)
+    # Keras' own SGD(weight_decay) is decoupled: a different update.
+    keras_w, _ = run(keras.optimizers.SGD(lr, momentum=mom, weight_decay=wd))
+    assert np.abs(keras_w - w).max() > 1e-6
+    again = TorchSGD.from_config(TorchSGD(0.2, momentum=0.5, weight_decay=1e-3).get_config())
+    assert (again.momentum, again.coupled_weight_decay) == (0.5, 1e-3)
+
+
+def test_official_schedule_is_train_py_epoch_loop():
+    from kdzoo.distill.torch_sgd import official_schedule
+    spe = 3
+    schedule = official_schedule(spe, epochs=250, learning_rate=0.1)
+    # train.py: lr /= 10 at the start of epochs 250 // 3 = 83, 500 // 3 = 166, 240
+    expected = {0: 0.1, 82: 0.1, 83: 0.01, 165: 0.01, 166: 1e-3, 239: 1e-3, 240: 1e-4,
+                249: 1e-4}
+    for epoch, lr in expected.items():
+        for step in (epoch * spe, epoch * spe + spe - 1):
+            assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), (epoch, step)
