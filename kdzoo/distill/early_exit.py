@@ -153,28 +153,42 @@ class EarlyExit:
         self._thresholds = validate_thresholds(values, self.num_exits)
 
     def _run(self, x, thresholds):
+        """One fused graph: sections, exit decisions and one scatter of the answers.
+
+        Rows that leave at exit k are only collected (indices, logits); a single
+        ``scatter_nd`` at the end writes every answer, and the rows that go on are
+        gathered once per section (skipped when all rows go on).
+        """
         batch = tf.shape(x)[0]
         rows = tf.range(batch)
-        logits_out = tf.zeros([batch, self.model.num_classes], tf.float32)
-        exit_out = tf.fill([batch], self.num_exits)
-        counts = []
+        done_rows, done_logits, done_exits, counts = [], [], [], []
         h = x
         for k in range(self.num_exits):
             counts.append(tf.shape(h)[0])
             h, z = self._section_and_head(k, h)
             if k == self.num_exits - 1:
-                logits_out = tf.tensor_scatter_nd_update(logits_out, rows[:, None], z)
-                break
-            confident = tf.reduce_max(tf.nn.softmax(z, axis=-1), axis=-1) > thresholds[k]
-            done = tf.boolean_mask(rows, confident)[:, None]
-            logits_out = tf.tensor_scatter_nd_update(
-                logits_out, done, tf.boolean_mask(z, confident))
-            exit_out = tf.tensor_scatter_nd_update(
-                exit_out, done, tf.fill(tf.shape(done)[:1], k + 1))
-            keep = tf.logical_not(confident)
-            h = tf.boolean_mask(h, keep)
-            rows = tf.boolean_mask(rows, keep)
-        return logits_out, exit_out, tf.stack(counts)
+                leave_rows, leave_logits = rows, z
+            else:
+                confident = tf.reduce_max(tf.nn.softmax(z, axis=-1), axis=-1) > thresholds[k]
+                leave = tf.reshape(tf.where(confident), [-1])
+                leave_rows, leave_logits = tf.gather(rows, leave), tf.gather(z, leave)
+                h, rows = self._keep(h, rows, confident)
+            done_rows.append(leave_rows)
+            done_logits.append(leave_logits)
+            done_exits.append(tf.fill(tf.shape(leave_rows), k + 1))
+        index = tf.concat(done_rows, 0)[:, None]
+        logits = tf.scatter_nd(index, tf.concat(done_logits, 0),
+                               tf.stack([batch, self.model.num_classes]))
+        exits = tf.scatter_nd(index, tf.concat(done_exits, 0), batch[None])
+        return logits, exits, tf.stack(counts)
+
+    @staticmethod
+    def _keep(h, rows, confident):
+        """The rows that go on to the next section (no copy when every row does)."""
+        def gather():
+            stay = tf.reshape(tf.where(tf.logical_not(confident)), [-1])
+            return tf.gather(h, stay), tf.gather(rows, stay)
+        return tf.cond(tf.reduce_any(confident), gather, lambda: (h, rows))
 
     def _section_and_head(self, k, h):
         """Section k and its classifier on the rows left, or nothing when none are left.

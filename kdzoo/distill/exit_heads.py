@@ -63,15 +63,23 @@ def exit_bottleneck(x, target_shape, name, bottleneck_ratio=4):
 
 
 def light_exit(x, target_shape, name):
-    """k x k average pooling to (H', W'), then 1x1 conv to C' + BN + ReLU."""
+    """Average pooling to (H', W'), then 1x1 conv to C' + BN + ReLU.
+
+    The pool is k x k with stride k = ceil(H / H') ("same" padding when H is not a
+    multiple of H': the padded cells are left out of the averages).
+    """
     h, w, c = (int(d) for d in target_shape)
-    k = _integer_factor(x, h, w)
-    if k is None:
+    in_h, in_w = int(x.shape[1]), int(x.shape[2])
+    k = -(-in_h // h)
+    if k != -(-in_w // w) or -(-in_h // k) != h or -(-in_w // k) != w:
         raise ValueError(
-            f"The light exit head needs the exit's spatial size {int(x.shape[1])}x"
-            f"{int(x.shape[2])} to be an integer multiple of the deepest exit's {h}x{w}; "
-            "choose other exit layers or head='bottleneck'.")
-    y = x if k == 1 else keras.layers.AveragePooling2D(k, name=f"{name}_pool")(x)
+            f"The light exit head cannot pool the exit's spatial size {in_h}x{in_w} to "
+            f"the deepest exit's {h}x{w} with one square pool; choose other exit layers "
+            "or head='bottleneck'.")
+    y = x
+    if k > 1:
+        padding = "valid" if in_h % k == 0 and in_w % k == 0 else "same"
+        y = keras.layers.AveragePooling2D(k, padding=padding, name=f"{name}_pool")(x)
     return _conv_bn_relu(y, c, 1, f"{name}_expand")
 
 
