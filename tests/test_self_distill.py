@@ -495,3 +495,34 @@ def test_official_schedule_is_train_py_epoch_loop():
     for epoch, lr in expected.items():
         for step in (epoch * spe, epoch * spe + spe - 1):
             assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), (epoch, step)
+
+
+# ----------------------------------------------------------------- light exit heads
+
+def test_light_heads_are_cheap_and_early_exit_matches_the_exits(images):
+    """head="light": average pool to the deepest size + 1x1 conv (counted by hand), far
+    cheaper than the paper's bottleneck; EarlyExit still returns each exit's logits."""
+    keras.utils.set_random_seed(4)
+    light = SelfDistillation(tiny_backbone(), num_classes=10, head="light")
+    paper = SelfDistillation(tiny_backbone(), num_classes=10)
+    lf, pf = ee.exit_flops(light), ee.exit_flops(paper)
+    assert lf["sections"] == pf["sections"] and lf["full"] == pf["full"]
+    # exit k (k = 1, 2, 3): 4x4 positions x C_k x 32 (1x1 conv) + 32 x 10 (classifier)
+    for k, c in enumerate((4, 8, 16)):
+        assert lf["heads"][k] == 2 * (16 * c * 32 + 32 * 10)
+    assert sum(lf["heads"][:3]) < 0.2 * sum(pf["heads"][:3])
+    full = [np.asarray(z) for z in light.predict(images, verbose=0)]
+    conf1 = np.exp(np_log_softmax(full[0].astype("float64"))).max(-1)
+    t1 = float(np.median(conf1))
+    out = ee.EarlyExit(light, [t1, 1.0, 1.0])(images)
+    exits = out["exit"].numpy()
+    np.testing.assert_array_equal(exits, np.where(conf1 > t1, 1, 4))
+    for e in (1, 4):
+        np.testing.assert_allclose(out["logits"].numpy()[exits == e], full[e - 1][exits == e],
+                                   rtol=1e-4, atol=1e-5)
+    # fmnist's 28 -> 14 -> 7 -> 4 sizes: "same" pooling
+    import kdzoo
+    fm = SelfDistillation(kdzoo.load("fmnist_cnn_w16", weights=None, num_classes=10),
+                          num_classes=10, head="light")
+    assert [tuple(fm.network.get_layer(f"exit{i}_light_expand_relu").output.shape)
+            for i in (1, 2)] == [(None, 4, 4, 64)] * 2
