@@ -12,23 +12,23 @@
 * :func:`count_flops` / :func:`exit_flops` count FLOPs analytically
   (2 x multiply-accumulates of Conv2D / DepthwiseConv2D / SeparableConv2D /
   Dense layers; BN, activations, pooling and additions are not counted).
-* :func:`export_exit` cuts one exit out as a standalone functional
-  ``keras.Model`` that holds only the layers up to that exit; it saves as
-  ``.keras`` and as a SavedModel (``model.export``), and :func:`to_tflite`
-  converts it.
+* :func:`export_exit` (in :mod:`kdzoo.distill.exit_export`) cuts one exit out
+  as a standalone functional ``keras.Model`` that holds only the layers up to
+  that exit; it saves as ``.keras`` and as a SavedModel (``model.export``), and
+  :func:`to_tflite` converts it.
 
 Threshold rule: a row leaves at shallow exit k when ``max softmax > t_k``
 (strictly), so ``t_k = 1.0`` never leaves early and ``t_k = 0.0`` always does.
 The deepest exit takes every row left, so there are ``num_exits - 1`` thresholds.
 """
 
-import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kdzoo.distill.exit_export import export_exit, to_tflite  # noqa: F401  (public here)
 
 # --------------------------------------------------------------------------- FLOPs
 
@@ -363,40 +363,3 @@ def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flo
             "accuracy": best["accuracy"], "avg_flops": best["avg_flops"],
             "flops_fraction": best["avg_flops"] / flops["full"],
             "avg_sections": best["avg_sections"], "met": met, "table": table}
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_exit(model, index, name=None):
-    """Standalone ``keras.Model``: image -> logits of exit ``index`` (1-based).
-
-    It holds only the layers that exit needs (the sections up to it and its
-    classifier), shares their weights with ``model``, and saves as ``.keras``
-    or as a SavedModel (``exported.export(path)``).
-    """
-    if not isinstance(index, (int, np.integer)) or not 1 <= index <= model.num_exits:
-        raise ValueError(f"Exit index must be an int in [1, {model.num_exits}] (1-based), "
-                         f"got {index!r}.")
-    index = int(index)
-    inputs = model.network.inputs
-    inputs = inputs[0] if len(inputs) == 1 else inputs
-    return keras.Model(inputs, model._exit_logit_tensors[index - 1],
-                       name=name or f"{model.backbone.name}_exit{index}")
-
-
-def to_tflite(keras_model, saved_model_dir=None, optimizations=None):
-    """TFLite flatbuffer bytes of ``keras_model``, via a SavedModel export."""
-    cleanup = None
-    if saved_model_dir is None:
-        cleanup = tempfile.TemporaryDirectory()
-        saved_model_dir = os.path.join(cleanup.name, "saved_model")
-    try:
-        keras_model.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        if optimizations:
-            converter.optimizations = list(optimizations)
-        return converter.convert()
-    finally:
-        if cleanup is not None:
-            cleanup.cleanup()
