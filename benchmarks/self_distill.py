@@ -82,6 +82,13 @@ def latency_runner(fn, x):
     return run
 
 
+def chain(runner, t):
+    """The plain network as the runner's sections, one after another, no exits."""
+    for section in runner.sections:
+        t = section(t, training=False)
+    return runner.heads[-1](t, training=False)
+
+
 def measure_head(head, args, data, sizes):
     width, n_train, epochs, batch, steps, windows, n_single = sizes
     x_train, y_train, x_cal, y_cal, x_eval, y_eval = data
@@ -116,12 +123,19 @@ def measure_head(head, args, data, sizes):
     plain_top1 = float(np.mean(full.argmax(-1) == y_eval))
     stats = runner.predict(x_eval, batch_size=256)
     top1 = float(np.mean(stats["logits"].argmax(-1) == y_eval))
+    # The plain network twice: whole, and as the runner's sections chained without exits
+    # (the faster of the two is the baseline, so graph partitioning earns no credit).
+    chained_fn = tf.function(lambda t: chain(runner, t), reduce_retracing=True)
     rates = _bench.interleaved({"plain": batch_runner(plain_fn, x_eval, 256),
+                                "chained": batch_runner(chained_fn, x_eval, 256),
                                 "ee": batch_runner(runner, x_eval, 256)}, windows)
-    ratio = _bench.median([e / p for e, p in zip(rates["ee"], rates["plain"])])
+    best = [max(p, c) for p, c in zip(rates["plain"], rates["chained"])]
+    ratio = _bench.median([e / b for e, b in zip(rates["ee"], best)])
     single = x_eval[:n_single]
     lat = _bench.interleaved({"plain": latency_runner(plain_fn, single),
+                              "chained": latency_runner(chained_fn, single),
                               "ee": latency_runner(runner, single)}, windows)
+    lat_best = [max(p, c) for p, c in zip(lat["plain"], lat["chained"])]
     result = {
         "threshold": round(cal["thresholds"][0], 4), "calibration_met": cal["met"],
         "plain_top1": round(plain_top1, 4), "early_exit_top1": round(top1, 4),
@@ -129,12 +143,13 @@ def measure_head(head, args, data, sizes):
         "flops_fraction": round(stats["flops_fraction"], 3),
         "exit_flops_over_plain": round(flops["to_exit"][-1] / flops["full"], 3),
         "plain_img_s": round(_bench.median(rates["plain"]), 1),
+        "plain_chained_img_s": round(_bench.median(rates["chained"]), 1),
         "early_exit_img_s": round(_bench.median(rates["ee"]), 1),
         "ratio": round(ratio, 3),
         "plain_latency_ms": round(1000 / _bench.median(lat["plain"]), 2),
         "early_exit_latency_ms": round(1000 / _bench.median(lat["ee"]), 2),
-        "latency_ratio": round(_bench.median([e / p for e, p in zip(lat["ee"], lat["plain"])]),
-                               3),
+        "plain_chained_latency_ms": round(1000 / _bench.median(lat["chained"]), 2),
+        "latency_ratio": round(_bench.median([e / b for e, b in zip(lat["ee"], lat_best)]), 3),
         "train_step_cost": round(plain_ips / sd_ips, 3),
         "trained": f"{epochs} epoch(s) x {n_train} images, Adam 2e-3"
                    + ("" if trained_s is None else f", {trained_s:.0f}s"),
@@ -142,7 +157,8 @@ def measure_head(head, args, data, sizes):
     print(f"[{head}] threshold {result['threshold']} (met={cal['met']}): top-1 "
           f"{top1:.4f} vs plain {plain_top1:.4f}, exits {result['exit_fractions']}, FLOPs "
           f"x{result['flops_fraction']}, batch {result['early_exit_img_s']} vs "
-          f"{result['plain_img_s']} img/s (x{ratio:.2f}), single image "
+          f"{result['plain_img_s']} (chained {result['plain_chained_img_s']}) img/s "
+          f"(x{ratio:.2f}), single image "
           f"{result['early_exit_latency_ms']} vs {result['plain_latency_ms']} ms "
           f"(speed x{result['latency_ratio']:.2f})")
     return result
@@ -174,7 +190,8 @@ def main():
         "benchmark": "self_distill",
         "ratio": light["ratio"], "goal": 1.5,
         "what": "light exit heads: median of interleaved (early-exit img/s at the threshold "
-                "calibrated for <=0.5pt top-1 loss) / (plain network img/s), batch 256",
+                "calibrated for <=0.5pt top-1 loss) / (plain network img/s, the faster of "
+                "whole and section-chained), batch 256",
         "train_step_cost": light["train_step_cost"], "train_step_cost_goal": 1.3,
         "light": light, "paper_heads": paper, "quick": args.quick,
     })
