@@ -49,7 +49,85 @@ def np_kl(teacher, student, t):
 
 # ----------------------------------------------------------------- loss terms
 
+def np_soft_ce(teacher, student, t):
+    p = np.exp(np_log_softmax(teacher / t))
+    return -(p * np_log_softmax(student / t)).sum(-1).mean()
+
+
+def test_official_loss_terms_match_numpy():
+    """Defaults = the authors' train.py: 0.3 * soft CE (no T**2) + 0.7 * CE for shallow
+    exits, deepest plain CE, 0.03 * torch.dist(adapted pooled feature, deepest pooled)."""
+    rng = np.random.RandomState(5)
+    labels = np.array([3, 0, 1, 2, 1])
+    logits = [rng.randn(5, 4) * 3 for _ in range(4)]
+    feats = [rng.randn(5, 6), rng.randn(5, 6), None]  # exit 3: no hint (train.py l. 161)
+    deep = rng.randn(5, 6)
+    terms = self_distillation_terms(
+        labels, [tf.constant(z, tf.float32) for z in logits],
+        [None if f is None else tf.constant(f, tf.float32) for f in feats],
+        tf.constant(deep, tf.float32))
+    t = 3.0
+    ce = np_ce(labels, logits[3]) + sum(0.7 * np_ce(labels, z) for z in logits[:3])
+    kd = sum(0.3 * np_soft_ce(logits[3], z, t) for z in logits[:3])
+    hint = sum(0.03 * np.sqrt(((f - deep) ** 2).sum()) for f in feats[:2])
+    np.testing.assert_allclose(float(terms["ce"]), ce, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["kl"]), kd, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["hint"]), hint, rtol=1e-5)
+    np.testing.assert_allclose(float(terms["loss"]), ce + kd + hint, rtol=1e-5)
+    assert terms["hint_per_exit"][2] is None
+    # The T**2 form weighs the KD term differently: T**2 * KL, not soft CE.
+    t2 = self_distillation_terms(
+        labels, [tf.constant(z, tf.float32) for z in logits],
+        [None if f is None else tf.constant(f, tf.float32) for f in feats],
+        tf.constant(deep, tf.float32), kd_scaling="t_squared")
+    kd_t2 = sum(0.3 * np_kl(logits[3], z, t) for z in logits[:3])
+    np.testing.assert_allclose(float(t2["kl"]), kd_t2, rtol=1e-5)
+    assert abs(kd_t2 - kd) > 0.1
+    # Sample weights: weighted means for CE/KD, weighted rows inside the norm.
+    w = np.array([1.0, 0.0, 2.0, 1.0, 0.5])
+    tw = self_distillation_terms(
+        labels, [tf.constant(z, tf.float32) for z in logits],
+        [None if f is None else tf.constant(f, tf.float32) for f in feats],
+        tf.constant(deep, tf.float32), sample_weight=tf.constant(w, tf.float32))
+    hint_w = sum(0.03 * np.sqrt((w[:, None] * (f - deep) ** 2).sum()) for f in feats[:2])
+    np.testing.assert_allclose(float(tw["hint"]), hint_w, rtol=1e-5)
+    ce_w = -(np_log_softmax(logits[3])[np.arange(5), labels] * w).sum() / w.sum()
+    np.testing.assert_allclose(float(tw["ce_per_exit"][3]), ce_w, rtol=1e-5)
+
+
+def test_official_hint_wiring_in_the_model():
+    """Adapters on exits 1 and 2 of 4 (not 3), applied to the pooled exit features; the
+    target is the deepest pooled feature; recomputed here with NumPy from layer outputs."""
+    keras.utils.set_random_seed(3)
+    m = SelfDistillation(tiny_backbone(), num_classes=10)
+    assert m.hint_exits == [1, 2]
+    names = {layer.name for layer in m.network.layers}
+    assert {"exit1_adapter", "exit2_adapter"} <= names and "exit3_adapter" not in names
+    x = np.random.RandomState(6).randint(0, 256, (6, 32, 32, 3)).astype("float32")
+    probe = keras.Model(m.network.inputs, [m.network.get_layer(n).output for n in
+                                           ("exit1_pool", "exit2_pool", "stage4")])
+    p1, p2, f4 = [np.asarray(v, np.float64) for v in probe(x, training=False)]
+    target = f4.mean(axis=(1, 2))
+    expected = 0.0
+    for i, p in ((1, p1), (2, p2)):
+        kernel, bias = [np.asarray(v) for v in m.network.get_layer(f"exit{i}_adapter").weights]
+        expected += 0.03 * np.sqrt(((p @ kernel + bias - target) ** 2).sum())
+    logits, feats, deep = m.forward_with_features(x, training=False)
+    assert feats[2] is None
+    terms = m.compute_terms(np.arange(6) % 10, logits, feats, deep)
+    np.testing.assert_allclose(float(terms["hint"]), expected, rtol=1e-4)
+    maps = SelfDistillation(tiny_backbone(), num_classes=10, hint="feature_maps")
+    assert maps.hint_exits == [1, 2, 3]
+    only3 = SelfDistillation(tiny_backbone(), num_classes=10, hint_exits=[3])
+    assert only3.hint_exits == [3]
+    with pytest.raises(ValueError, match="hint_exits must be distinct 1-based"):
+        SelfDistillation(tiny_backbone(), num_classes=10, hint_exits=[4])
+    with pytest.raises(ValueError, match="kd_scaling must be one of"):
+        SelfDistillation(tiny_backbone(), num_classes=10, kd_scaling="t2")
+
+
 def test_loss_terms_match_numpy():
+    """The T**2 / feature-map options (kdzoo's former defaults)."""
     rng = np.random.RandomState(1)
     labels = np.array([0, 2, 1, 2])
     logits = [rng.randn(4, 3) * 2 for _ in range(3)]
@@ -59,7 +137,8 @@ def test_loss_terms_match_numpy():
     terms = self_distillation_terms(
         labels, [tf.constant(z, tf.float32) for z in logits],
         [tf.constant(f, tf.float32) for f in feats], tf.constant(deep, tf.float32),
-        alpha=alpha, temperature=t, feature_weight=lam)
+        alpha=alpha, temperature=t, feature_weight=lam, kd_scaling="t_squared",
+        hint="feature_maps")
     ce = np_ce(labels, logits[2]) + sum((1 - alpha) * np_ce(labels, z) for z in logits[:2])
     kl = sum(alpha * np_kl(logits[2], z, t) for z in logits[:2])
     hint = sum(lam * np.mean((f - deep) ** 2) for f in feats)
@@ -81,7 +160,8 @@ def test_loss_terms_match_numpy():
     oh = self_distillation_terms(
         one_hot, [tf.constant(z, tf.float32) for z in logits],
         [tf.constant(f, tf.float32) for f in feats], tf.constant(deep, tf.float32),
-        alpha=alpha, temperature=t, feature_weight=lam)
+        alpha=alpha, temperature=t, feature_weight=lam, kd_scaling="t_squared",
+        hint="feature_maps")
     np.testing.assert_allclose(float(oh["loss"]), ce + kl + hint, rtol=1e-5)
 
 
@@ -124,7 +204,9 @@ def test_exits_shapes_and_ensemble_metric(model, images):
     assert model.exit_names == ["stage1", "stage2", "stage3", "stage4"]
     logits, feats, deep = model.forward_with_features(images[:4])
     assert [tuple(z.shape) for z in logits] == [(4, 10)] * 4
-    assert all(tuple(f.shape) == tuple(deep.shape) == (4, 4, 4, 32) for f in feats)
+    # the official hint: adapted pooled features of exits 1 and 2, the deepest pooled
+    assert [None if f is None else tuple(f.shape) for f in feats] == [(4, 32), (4, 32), None]
+    assert tuple(deep.shape) == (4, 32)
     labels = np.random.RandomState(3).randint(0, 10, len(images))
     model.compile(optimizer="adam")
     result = model.evaluate(images, labels, batch_size=16, verbose=0, return_dict=True)
@@ -188,7 +270,7 @@ def test_contract_with_kdzoo_load():
                                temperature=3.0, feature_weight=0.03, mode="self_distillation")
     assert m.exit_names == ["stage1", "stage2", "stage3", "stage4"]
     assert [tuple(t.shape) for t in m.network.outputs] == (
-        [(None, 100)] * 4 + [(None, 4, 4, 512)] * 4)
+        [(None, 100)] * 4 + [(None, 512)] * 3)  # 2 adapted exit features + the target
     assert m.network.outputs[3] is backbone.output  # the deepest exit is the backbone's head
     keras.backend.clear_session()
 
@@ -359,3 +441,88 @@ def test_early_exit_with_empty_deeper_sections(onednn):
             assert r["section_rows"] == [r["batch"]] + [0] * (n - 1), r
             assert r["exits"] == [1] * r["batch"], r
         assert r["max_abs_diff"] < 1e-4, r
+
+
+# ----------------------------------------------------------------- PyTorch-style SGD
+
+def test_torch_sgd_matches_a_hand_computed_pytorch_update():
+    """Two steps of torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4) by hand:
+    g = grad + wd * w; buf = momentum * buf + g (buf = g first); w -= lr * buf."""
+    from kdzoo.distill.torch_sgd import TorchSGD
+    rng = np.random.RandomState(7)
+    x, y = rng.randn(8, 3), rng.randn(8, 2)
+    w0, b0 = rng.randn(3, 2), rng.randn(2)
+    lr, mom, wd = 0.1, 0.9, 5e-4
+
+    def grads(w, b):  # d/dw, d/db of mean((x w + b - y)**2) over all 16 entries
+        r = x @ w + b - y
+        return 2 * x.T @ r / r.size, 2 * r.sum(0) / r.size
+
+    w, b, buf_w, buf_b = w0.copy(), b0.copy(), None, None
+    for _ in range(2):
+        gw, gb = grads(w, b)
+        gw, gb = gw + wd * w, gb + wd * b
+        buf_w = gw if buf_w is None else mom * buf_w + gw
+        buf_b = gb if buf_b is None else mom * buf_b + gb
+        w, b = w - lr * buf_w, b - lr * buf_b
+
+    def run(optimizer):
+        kw = tf.Variable(w0, dtype=tf.float64)
+        kb = tf.Variable(b0, dtype=tf.float64)
+        for _ in range(2):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean((tf.constant(x) @ kw + kb - tf.constant(y)) ** 2)
+            optimizer.apply(tape.gradient(loss, [kw, kb]), [kw, kb])
+        return kw.numpy(), kb.numpy()
+
+    got_w, got_b = run(TorchSGD(lr, momentum=mom, weight_decay=wd))
+    np.testing.assert_allclose(got_w, w, rtol=1e-7, atol=1e-9)  # lr is a float32
+    np.testing.assert_allclose(got_b, b, rtol=1e-7, atol=1e-9)
+    # Keras' own SGD(weight_decay) is decoupled: a different update.
+    keras_w, _ = run(keras.optimizers.SGD(lr, momentum=mom, weight_decay=wd))
+    assert np.abs(keras_w - w).max() > 1e-6
+    again = TorchSGD.from_config(TorchSGD(0.2, momentum=0.5, weight_decay=1e-3).get_config())
+    assert (again.momentum, again.coupled_weight_decay) == (0.5, 1e-3)
+
+
+def test_official_schedule_is_train_py_epoch_loop():
+    from kdzoo.distill.torch_sgd import official_schedule
+    spe = 3
+    schedule = official_schedule(spe, epochs=250, learning_rate=0.1)
+    # train.py: lr /= 10 at the start of epochs 250 // 3 = 83, 500 // 3 = 166, 240
+    expected = {0: 0.1, 82: 0.1, 83: 0.01, 165: 0.01, 166: 1e-3, 239: 1e-3, 240: 1e-4,
+                249: 1e-4}
+    for epoch, lr in expected.items():
+        for step in (epoch * spe, epoch * spe + spe - 1):
+            assert float(schedule(step)) == pytest.approx(lr, rel=1e-6), (epoch, step)
+
+
+# ----------------------------------------------------------------- light exit heads
+
+def test_light_heads_are_cheap_and_early_exit_matches_the_exits(images):
+    """head="light": average pool to the deepest size + 1x1 conv (counted by hand), far
+    cheaper than the paper's bottleneck; EarlyExit still returns each exit's logits."""
+    keras.utils.set_random_seed(4)
+    light = SelfDistillation(tiny_backbone(), num_classes=10, head="light")
+    paper = SelfDistillation(tiny_backbone(), num_classes=10)
+    lf, pf = ee.exit_flops(light), ee.exit_flops(paper)
+    assert lf["sections"] == pf["sections"] and lf["full"] == pf["full"]
+    # exit k (k = 1, 2, 3): 4x4 positions x C_k x 32 (1x1 conv) + 32 x 10 (classifier)
+    for k, c in enumerate((4, 8, 16)):
+        assert lf["heads"][k] == 2 * (16 * c * 32 + 32 * 10)
+    assert sum(lf["heads"][:3]) < 0.2 * sum(pf["heads"][:3])
+    full = [np.asarray(z) for z in light.predict(images, verbose=0)]
+    conf1 = np.exp(np_log_softmax(full[0].astype("float64"))).max(-1)
+    t1 = float(np.median(conf1))
+    out = ee.EarlyExit(light, [t1, 1.0, 1.0])(images)
+    exits = out["exit"].numpy()
+    np.testing.assert_array_equal(exits, np.where(conf1 > t1, 1, 4))
+    for e in (1, 4):
+        np.testing.assert_allclose(out["logits"].numpy()[exits == e], full[e - 1][exits == e],
+                                   rtol=1e-4, atol=1e-5)
+    # fmnist's 28 -> 14 -> 7 -> 4 sizes: "same" pooling
+    import kdzoo
+    fm = SelfDistillation(kdzoo.load("fmnist_cnn_w16", weights=None, num_classes=10),
+                          num_classes=10, head="light")
+    assert [tuple(fm.network.get_layer(f"exit{i}_light_expand_relu").output.shape)
+            for i in (1, 2)] == [(None, 4, 4, 64)] * 2

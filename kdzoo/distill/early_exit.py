@@ -12,23 +12,23 @@
 * :func:`count_flops` / :func:`exit_flops` count FLOPs analytically
   (2 x multiply-accumulates of Conv2D / DepthwiseConv2D / SeparableConv2D /
   Dense layers; BN, activations, pooling and additions are not counted).
-* :func:`export_exit` cuts one exit out as a standalone functional
-  ``keras.Model`` that holds only the layers up to that exit; it saves as
-  ``.keras`` and as a SavedModel (``model.export``), and :func:`to_tflite`
-  converts it.
+* :func:`export_exit` (in :mod:`kdzoo.distill.exit_export`) cuts one exit out
+  as a standalone functional ``keras.Model`` that holds only the layers up to
+  that exit; it saves as ``.keras`` and as a SavedModel (``model.export``), and
+  :func:`to_tflite` converts it.
 
 Threshold rule: a row leaves at shallow exit k when ``max softmax > t_k``
 (strictly), so ``t_k = 1.0`` never leaves early and ``t_k = 0.0`` always does.
 The deepest exit takes every row left, so there are ``num_exits - 1`` thresholds.
 """
 
-import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+
+from kdzoo.distill.exit_export import export_exit, to_tflite  # noqa: F401  (public here)
 
 # --------------------------------------------------------------------------- FLOPs
 
@@ -153,28 +153,42 @@ class EarlyExit:
         self._thresholds = validate_thresholds(values, self.num_exits)
 
     def _run(self, x, thresholds):
+        """One fused graph: sections, exit decisions and one scatter of the answers.
+
+        Rows that leave at exit k are only collected (indices, logits); a single
+        ``scatter_nd`` at the end writes every answer, and the rows that go on are
+        gathered once per section (skipped when all rows go on).
+        """
         batch = tf.shape(x)[0]
         rows = tf.range(batch)
-        logits_out = tf.zeros([batch, self.model.num_classes], tf.float32)
-        exit_out = tf.fill([batch], self.num_exits)
-        counts = []
+        done_rows, done_logits, done_exits, counts = [], [], [], []
         h = x
         for k in range(self.num_exits):
             counts.append(tf.shape(h)[0])
             h, z = self._section_and_head(k, h)
             if k == self.num_exits - 1:
-                logits_out = tf.tensor_scatter_nd_update(logits_out, rows[:, None], z)
-                break
-            confident = tf.reduce_max(tf.nn.softmax(z, axis=-1), axis=-1) > thresholds[k]
-            done = tf.boolean_mask(rows, confident)[:, None]
-            logits_out = tf.tensor_scatter_nd_update(
-                logits_out, done, tf.boolean_mask(z, confident))
-            exit_out = tf.tensor_scatter_nd_update(
-                exit_out, done, tf.fill(tf.shape(done)[:1], k + 1))
-            keep = tf.logical_not(confident)
-            h = tf.boolean_mask(h, keep)
-            rows = tf.boolean_mask(rows, keep)
-        return logits_out, exit_out, tf.stack(counts)
+                leave_rows, leave_logits = rows, z
+            else:
+                confident = tf.reduce_max(tf.nn.softmax(z, axis=-1), axis=-1) > thresholds[k]
+                leave = tf.reshape(tf.where(confident), [-1])
+                leave_rows, leave_logits = tf.gather(rows, leave), tf.gather(z, leave)
+                h, rows = self._keep(h, rows, confident)
+            done_rows.append(leave_rows)
+            done_logits.append(leave_logits)
+            done_exits.append(tf.fill(tf.shape(leave_rows), k + 1))
+        index = tf.concat(done_rows, 0)[:, None]
+        logits = tf.scatter_nd(index, tf.concat(done_logits, 0),
+                               tf.stack([batch, self.model.num_classes]))
+        exits = tf.scatter_nd(index, tf.concat(done_exits, 0), batch[None])
+        return logits, exits, tf.stack(counts)
+
+    @staticmethod
+    def _keep(h, rows, confident):
+        """The rows that go on to the next section (no copy when every row does)."""
+        def gather():
+            stay = tf.reshape(tf.where(tf.logical_not(confident)), [-1])
+            return tf.gather(h, stay), tf.gather(rows, stay)
+        return tf.cond(tf.reduce_any(confident), gather, lambda: (h, rows))
 
     def _section_and_head(self, k, h):
         """Section k and its classifier on the rows left, or nothing when none are left.
@@ -349,40 +363,3 @@ def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flo
             "accuracy": best["accuracy"], "avg_flops": best["avg_flops"],
             "flops_fraction": best["avg_flops"] / flops["full"],
             "avg_sections": best["avg_sections"], "met": met, "table": table}
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_exit(model, index, name=None):
-    """Standalone ``keras.Model``: image -> logits of exit ``index`` (1-based).
-
-    It holds only the layers that exit needs (the sections up to it and its
-    classifier), shares their weights with ``model``, and saves as ``.keras``
-    or as a SavedModel (``exported.export(path)``).
-    """
-    if not isinstance(index, (int, np.integer)) or not 1 <= index <= model.num_exits:
-        raise ValueError(f"Exit index must be an int in [1, {model.num_exits}] (1-based), "
-                         f"got {index!r}.")
-    index = int(index)
-    inputs = model.network.inputs
-    inputs = inputs[0] if len(inputs) == 1 else inputs
-    return keras.Model(inputs, model._exit_logit_tensors[index - 1],
-                       name=name or f"{model.backbone.name}_exit{index}")
-
-
-def to_tflite(keras_model, saved_model_dir=None, optimizations=None):
-    """TFLite flatbuffer bytes of ``keras_model``, via a SavedModel export."""
-    cleanup = None
-    if saved_model_dir is None:
-        cleanup = tempfile.TemporaryDirectory()
-        saved_model_dir = os.path.join(cleanup.name, "saved_model")
-    try:
-        keras_model.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        if optimizations:
-            converter.optimizations = list(optimizations)
-        return converter.convert()
-    finally:
-        if cleanup is not None:
-            cleanup.cleanup()

@@ -1,20 +1,18 @@
 """Self distillation ("Be Your Own Teacher", Zhang et al., ICCV 2019).
 
 One network is cut into sections. After every section but the deepest, an
-*exit* is attached: a bottleneck that brings the section's features to the
-deepest section's shape (channels and spatial size), global average pooling and
-a Dense classifier. The deepest exit is the network's own classifier.
+*exit* is attached: a head that brings the section's features to the deepest
+section's shape (:mod:`kdzoo.distill.exit_heads`: the paper's bottleneck, or a
+light head for early exit), global average pooling and a Dense classifier. The
+deepest exit is the network's own classifier.
 
-Losses (``mode="self_distillation"``), summed over exits::
-
-    deepest exit:   CE(labels, z_N)
-    shallow exit i: (1 - alpha) * CE(labels, z_i)
-                    + alpha * KL(softmax(z_N / T) || softmax(z_i / T)) * T**2
-                    + feature_weight * mean((bottleneck_i - stop_gradient(F_N))**2)
-
-where ``F_N`` is the deepest section's output and the teacher side of the KL
-carries no gradient (``kdzoo.distill.losses``: T**2 convention). With
-``mode="deep_supervision"`` (the paper's comparison) every exit gets plain CE.
+The loss (:mod:`kdzoo.distill.self_distill_losses`) defaults to the authors'
+code: for shallow exits ``0.7 * CE + 0.3 * soft_CE(z_i/T, z_N/T)`` without T**2
+(``kd_scaling="t_squared"``: Hinton's T**2 * KL) plus ``0.03 * torch.dist`` between
+a learned linear adapter of the exit's pooled feature and the deepest pooled
+feature (``hint="feature_maps"``: the paper text's hint on the bottleneck maps);
+the deepest exit plain CE. ``mode="deep_supervision"`` (the paper's comparison)
+gives every exit plain CE.
 
 ``evaluate`` reports top-1 of every exit and of the ensemble (mean of the exit
 logits). Depth-adaptive inference lives in :mod:`kdzoo.distill.early_exit`.
@@ -28,136 +26,18 @@ from keras import ops
 
 from kdzoo.callbacks import with_directions
 from kdzoo.distill._checks import CheckedInputs
+from kdzoo.distill.exit_heads import HEADS, exit_head
 from kdzoo.distill.gradients import apply_with_global_clip
-from kdzoo.distill.losses import feature_hint, kl_divergence
+from kdzoo.distill.self_distill_losses import (  # noqa: F401  (re-exported)
+    HINTS, KD_SCALINGS, MODES, _labels_to_sparse, cross_entropy, self_distillation_terms)
 from kdzoo.distill.views import check_number
 from kdzoo.models.common import stage_names
-
-MODES = ("self_distillation", "deep_supervision")
-
-
-# --------------------------------------------------------------------------- losses
-
-def _labels_to_sparse(labels, num_classes):
-    """Integer class ids [B] from sparse labels [B] / [B, 1] or one-hot [B, num_classes]."""
-    labels = ops.convert_to_tensor(labels)
-    rank = len(labels.shape)
-    if rank == 2 and labels.shape[-1] == num_classes and num_classes != 1:
-        return ops.cast(ops.argmax(labels, axis=-1), "int32"), labels
-    if rank == 2 and labels.shape[-1] == 1:
-        labels = ops.reshape(labels, (-1,))
-        rank = 1
-    if rank != 1:
-        raise ValueError(
-            f"Labels must be class ids of shape [batch] or one-hot of shape "
-            f"[batch, {num_classes}]; got shape {tuple(labels.shape)}.")
-    return ops.cast(labels, "int32"), None
-
-
-def _weighted_mean(values, sample_weight):
-    if sample_weight is None:
-        return ops.mean(values)
-    w = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-    return ops.sum(values * w) / ops.maximum(ops.sum(w), 1e-12)
-
-
-def cross_entropy(labels, logits, sample_weight=None, num_classes=None):
-    """Mean softmax cross entropy from logits (sparse or one-hot labels)."""
-    num_classes = num_classes or logits.shape[-1]
-    logits = ops.cast(logits, "float32")
-    sparse, one_hot = _labels_to_sparse(labels, num_classes)
-    if one_hot is not None:
-        per_example = keras.losses.categorical_crossentropy(
-            ops.cast(one_hot, "float32"), logits, from_logits=True)
-    else:
-        per_example = keras.losses.sparse_categorical_crossentropy(
-            sparse, logits, from_logits=True)
-    return _weighted_mean(per_example, sample_weight)
-
-
-def self_distillation_terms(labels, exit_logits, exit_features, deep_features, *,
-                            alpha=0.3, temperature=3.0, feature_weight=0.03,
-                            mode="self_distillation", sample_weight=None):
-    """Every loss term of one batch, as a dict of scalars.
-
-    ``exit_logits``: shallow to deep, the last is the deepest exit.
-    ``exit_features``: the bottleneck outputs of the shallow exits (one fewer).
-    ``deep_features``: the deepest section's output (the hint target).
-
-    Returns ``{"loss", "ce", "kl", "hint", "ce_per_exit", "kl_per_exit",
-    "hint_per_exit"}`` where ``ce``/``kl``/``hint`` are the *weighted* sums that
-    make up ``loss`` and the ``*_per_exit`` lists hold the unweighted terms.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
-    if len(exit_features) != len(exit_logits) - 1:
-        raise ValueError(f"Expected {len(exit_logits) - 1} bottleneck outputs for "
-                         f"{len(exit_logits)} exits, got {len(exit_features)}.")
-    teacher = exit_logits[-1]
-    ce_terms = [cross_entropy(labels, z, sample_weight) for z in exit_logits]
-    kl_terms, hint_terms = [], []
-    zero = ops.zeros((), "float32")
-    if mode == "deep_supervision":
-        ce = ops.sum(ops.stack(ce_terms))
-        return {"loss": ce, "ce": ce, "kl": zero, "hint": zero, "ce_per_exit": ce_terms,
-                "kl_per_exit": [], "hint_per_exit": []}
-    ce = ce_terms[-1]
-    kl = zero
-    hint = zero
-    for z, f, c in zip(exit_logits[:-1], exit_features, ce_terms[:-1]):
-        k = kl_divergence(ops.stop_gradient(teacher), z, temperature)
-        h = feature_hint(f, deep_features)
-        kl_terms.append(k)
-        hint_terms.append(h)
-        ce = ce + (1.0 - alpha) * c
-        kl = kl + alpha * k
-        hint = hint + feature_weight * h
-    return {"loss": ce + kl + hint, "ce": ce, "kl": kl, "hint": hint,
-            "ce_per_exit": ce_terms, "kl_per_exit": kl_terms, "hint_per_exit": hint_terms}
-
 
 # --------------------------------------------------------------------------- exits
 
 def _did_you_mean(name, candidates):
     close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
-
-def _bn(x, name):
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=name)(x)
-
-
-def exit_bottleneck(x, target_shape, name, bottleneck_ratio=4):
-    """Bring ``x`` [B, H, W, C] to ``target_shape`` (H', W', C') as in BYOT's code.
-
-    1x1 conv to C'/ratio, a k x k conv with stride k (k = H / H'), a 1x1 conv to
-    C', each followed by BN + ReLU. When H / H' is not an integer, 3x3 stride-2
-    "same" convolutions halve the size until it matches.
-    """
-    h, w, c = (int(d) for d in target_shape)
-    mid = max(1, c // bottleneck_ratio)
-    y = keras.layers.Conv2D(mid, 1, use_bias=False, name=f"{name}_reduce")(x)
-    y = keras.layers.ReLU(name=f"{name}_reduce_relu")(_bn(y, f"{name}_reduce_bn"))
-    in_h, in_w = int(x.shape[1]), int(x.shape[2])
-    if in_h % h == 0 and in_w % w == 0 and in_h // h == in_w // w:
-        k = in_h // h
-        y = keras.layers.Conv2D(mid, k, strides=k, use_bias=False, name=f"{name}_down")(y)
-        y = keras.layers.ReLU(name=f"{name}_down_relu")(_bn(y, f"{name}_down_bn"))
-    else:
-        step = 0
-        while int(y.shape[1]) > h or int(y.shape[2]) > w:
-            step += 1
-            y = keras.layers.Conv2D(mid, 3, strides=2, padding="same", use_bias=False,
-                                    name=f"{name}_down{step}")(y)
-            y = keras.layers.ReLU(name=f"{name}_down{step}_relu")(
-                _bn(y, f"{name}_down{step}_bn"))
-        if (int(y.shape[1]), int(y.shape[2])) != (h, w):
-            raise ValueError(
-                f"Cannot bring features of spatial size {in_h}x{in_w} to the deepest "
-                f"exit's {h}x{w} with strided convolutions; choose exit layers whose "
-                "sizes are multiples of the deepest one's.")
-    y = keras.layers.Conv2D(c, 1, use_bias=False, name=f"{name}_expand")(y)
-    return keras.layers.ReLU(name=f"{name}_expand_relu")(_bn(y, f"{name}_expand_bn"))
 
 
 def _static_feature_shape(tensor, layer_name):
@@ -186,10 +66,21 @@ class SelfDistillation(CheckedInputs, keras.Model):
       num_classes: classes of every exit.
       exits: layer names, shallow to deep, whose outputs end the sections; the
         last one is the deepest. ``None``: the backbone's ``stage*`` layers.
-      alpha: weight of the KL term (1 - alpha goes to CE) for shallow exits.
+      alpha: weight of the KD term (1 - alpha goes to CE) for shallow exits.
       temperature: distillation temperature T.
       feature_weight: weight of the feature hint.
       mode: ``"self_distillation"`` or ``"deep_supervision"`` (CE on every exit).
+      kd_scaling: ``"official"`` (soft CE, no T**2; the authors' code) or
+        ``"t_squared"`` (T**2 * KL).
+      hint: ``"official"`` (L2 norm between a learned linear adapter of the pooled
+        exit feature and the deepest pooled feature) or ``"feature_maps"`` (mean
+        squared error between the head's maps and the deepest maps, no adapter).
+      hint_exits: 1-based shallow exits that take the hint. ``None``: as the
+        authors' code for ``hint="official"`` (every shallow exit but the one next
+        to the deepest: exits 1 and 2 of 4, ``train.py`` line 161), every shallow
+        exit for ``hint="feature_maps"`` (the paper's text).
+      head: exit head, ``"bottleneck"`` (the paper's) or ``"light"``
+        (:mod:`kdzoo.distill.exit_heads`).
       bottleneck_ratio: the exit bottlenecks' inner width is C_deepest / ratio.
 
     ``call`` returns the list of exit logits, shallow to deep. The deepest exit
@@ -198,7 +89,8 @@ class SelfDistillation(CheckedInputs, keras.Model):
     """
 
     def __init__(self, backbone, num_classes, exits=None, alpha=0.3, temperature=3.0,
-                 feature_weight=0.03, mode="self_distillation", bottleneck_ratio=4,
+                 feature_weight=0.03, mode="self_distillation", kd_scaling="official",
+                 hint="official", hint_exits=None, head="bottleneck", bottleneck_ratio=4,
                  **kwargs):
         super().__init__(**kwargs)
         if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs") \
@@ -207,6 +99,10 @@ class SelfDistillation(CheckedInputs, keras.Model):
                             "keras.Input), e.g. kdzoo.load(...) or keras.applications.*.")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        for arg, value, allowed in (("kd_scaling", kd_scaling, KD_SCALINGS),
+                                    ("hint", hint, HINTS), ("head", head, HEADS)):
+            if value not in allowed:
+                raise ValueError(f"{arg} must be one of {allowed}, got {value!r}.")
         if (not isinstance(num_classes, int) or isinstance(num_classes, bool)
                 or num_classes < 1):
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
@@ -230,8 +126,11 @@ class SelfDistillation(CheckedInputs, keras.Model):
         self.feature_weight = float(feature_weight)
         self.mode = mode
         self.bottleneck_ratio = int(bottleneck_ratio)
+        self.kd_scaling, self.hint, self.head = kd_scaling, hint, head
         self._exits_arg = None if exits is None else [str(e) for e in exits]
         self.exit_names = self._resolve_exits(backbone, exits)
+        self._hint_exits_arg = None if hint_exits is None else list(hint_exits)
+        self.hint_exits = self._resolve_hint_exits(hint_exits, len(self.exit_names))
         self._build_network()
         self._make_metrics()
         self.built = True
@@ -265,6 +164,22 @@ class SelfDistillation(CheckedInputs, keras.Model):
         if order != sorted(order):
             raise ValueError(f"Exit layers must be listed shallow to deep; got {names}.")
         return names
+
+    def _resolve_hint_exits(self, hint_exits, n_exits):
+        if hint_exits is None:
+            last = n_exits - 1 if self.hint == "official" else n_exits
+            return list(range(1, last))
+        if isinstance(hint_exits, (str, int)):
+            raise TypeError(f"hint_exits must be a list of 1-based shallow exit indices, "
+                            f"got {hint_exits!r}.")
+        values = list(hint_exits)
+        bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool)
+               or not 1 <= v < n_exits]
+        if bad or len(set(values)) != len(values):
+            raise ValueError(f"hint_exits must be distinct 1-based shallow exit indices in "
+                             f"[1, {n_exits - 1}] (the deepest exit is the hint's target), "
+                             f"got {values}.")
+        return sorted(values)
 
     def _deepest_head(self, deep_tensor):
         """The backbone's own ``head`` when it sits after the deepest exit, else None."""
@@ -300,19 +215,27 @@ class SelfDistillation(CheckedInputs, keras.Model):
                 if layer_name.startswith(f"exit{i}_"):
                     raise ValueError(f"Backbone layer {layer_name!r} clashes with the exit "
                                      f"layers' names (exit{i}_*); rename it.")
-        logits, bottlenecks = [], []
-        for i, (f, name) in enumerate(zip(feats[:-1], self.exit_names[:-1]), start=1):
-            b = exit_bottleneck(f, deep_shape, f"exit{i}_bottleneck", self.bottleneck_ratio)
-            bottlenecks.append(b)
+        logits, hints = [], []
+        use_hint = self.mode == "self_distillation"
+        kind = "bottleneck" if self.head == "bottleneck" else "light"
+        for i, f in enumerate(feats[:-1], start=1):
+            b = exit_head(f, deep_shape, f"exit{i}_{kind}", self.head, self.bottleneck_ratio)
             p = keras.layers.GlobalAveragePooling2D(name=f"exit{i}_pool")(b)
             logits.append(keras.layers.Dense(self.num_classes, name=f"exit{i}_classifier")(p))
+            if use_hint and i in self.hint_exits:
+                hints.append(keras.layers.Dense(int(deep_shape[-1]), name=f"exit{i}_adapter")(p)
+                             if self.hint == "official" else b)
         deep_logits = self._deepest_head(feats[-1])
         if deep_logits is None:
             p = keras.layers.GlobalAveragePooling2D(name=f"exit{n_exits}_pool")(feats[-1])
             deep_logits = keras.layers.Dense(self.num_classes,
                                              name=f"exit{n_exits}_classifier")(p)
         logits.append(deep_logits)
-        self.network = keras.Model(bb.inputs, logits + bottlenecks + [feats[-1]],
+        target = feats[-1]
+        if self.hint == "official":  # the authors' AvgPool2d(4, 4) of the 4x4 maps
+            target = keras.layers.GlobalAveragePooling2D(name=f"exit{n_exits}_hint_pool")(target)
+        self._hint_slots = self.hint_exits if use_hint else []
+        self.network = keras.Model(bb.inputs, logits + hints + [target],
                                    name=f"{bb.name}_exits")
         self._exit_feature_tensors = feats
         self._exit_logit_tensors = logits
@@ -342,10 +265,18 @@ class SelfDistillation(CheckedInputs, keras.Model):
         return self.network(inputs, training=training)[: self.num_exits]
 
     def forward_with_features(self, inputs, training=False):
-        """``(exit_logits, bottleneck_outputs, deepest_features)``."""
+        """``(exit_logits, hint_features, hint_target)``.
+
+        ``hint_features`` has one entry per shallow exit, ``None`` where it takes no
+        hint; features and target are pooled (``hint="official"``; the features
+        adapted) or feature maps (``"feature_maps"``).
+        """
         outs = self.network(inputs, training=training)
         n = self.num_exits
-        return list(outs[:n]), list(outs[n:2 * n - 1]), outs[2 * n - 1]
+        hints = [None] * (n - 1)
+        for slot, tensor in zip(self._hint_slots, outs[n:-1]):
+            hints[slot - 1] = tensor
+        return list(outs[:n]), hints, outs[-1]
 
     @staticmethod
     def ensemble(exit_logits):
@@ -357,7 +288,8 @@ class SelfDistillation(CheckedInputs, keras.Model):
         return self_distillation_terms(
             labels, exit_logits, exit_features, deep_features, alpha=self.alpha,
             temperature=self.temperature, feature_weight=self.feature_weight,
-            mode=self.mode, sample_weight=sample_weight)
+            mode=self.mode, kd_scaling=self.kd_scaling, hint=self.hint,
+            sample_weight=sample_weight)
 
     # ---- training / evaluation
     def _unpack(self, data, what):
@@ -424,12 +356,18 @@ class SelfDistillation(CheckedInputs, keras.Model):
             "temperature": self.temperature,
             "feature_weight": self.feature_weight,
             "mode": self.mode,
+            "kd_scaling": self.kd_scaling,
+            "hint": self.hint,
+            "hint_exits": self._hint_exits_arg,
+            "head": self.head,
             "bottleneck_ratio": self.bottleneck_ratio,
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
+        if "hint" not in config:  # saved before kd_scaling / hint existed: kdzoo's old loss
+            config.update(kd_scaling="t_squared", hint="feature_maps")
         config["backbone"] = keras.saving.deserialize_keras_object(
             config["backbone"], custom_objects=custom_objects)
         return cls(**config)
