@@ -86,7 +86,7 @@ def fit_grid_from_one_cache(make_distiller, images, points, cache_path, *, batch
 
     Returns ``[result of each point]``, in order.
     """
-    from kdzoo.distill.teacher_cache import cache_teacher
+    from kdzoo.distill.cache_writer import cache_teacher
 
     points = list(points)
     if not points:

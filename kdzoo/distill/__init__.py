@@ -7,8 +7,8 @@ from kdzoo.distill.early_exit import (  # noqa: F401
 from kdzoo.distill.exit_heads import HEADS as EXIT_HEADS  # noqa: F401
 from kdzoo.distill.funmatch import FunMatchDistiller  # noqa: F401
 from kdzoo.distill.optim import paper_optimizer, paper_schedule  # noqa: F401
-from kdzoo.distill.teacher_cache import (  # noqa: F401
-    TeacherCache, cache_teacher, open_teacher_cache)
+from kdzoo.distill.cache_writer import cache_teacher  # noqa: F401
+from kdzoo.distill.teacher_cache import TeacherCache, open_teacher_cache  # noqa: F401
 from kdzoo.distill.torch_sgd import TorchSGD, official_schedule  # noqa: F401
 from kdzoo.distill.views import FIXED_VARIANTS, VARIANTS, ViewMaker  # noqa: F401
 

@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from kdzoo.callbacks import with_directions
+from kdzoo.distill.metric_directions import with_directions
 from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.exit_heads import HEADS, exit_head
 from kdzoo.distill.gradients import apply_with_global_clip

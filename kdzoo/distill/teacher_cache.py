@@ -16,65 +16,8 @@ accelerator -- and stored compactly::
     d.compile(optimizer=...)
     d.fit(images, batch_size=512, epochs=100)   # the teacher is never run
 
-What is stored
---------------
-The teacher's **logits** (not probabilities: the temperature may change
-afterwards) for every view of the stream, in the stream's order (epoch, step,
-example), shifted so that each row's maximum is 0 (softmax at any T does not
-change, and float16 is most precise near 0). With ``top_k < num_classes``
-only the ``k`` largest logits and their class indices are kept, plus the mean
-of the other ``K - k`` logits, which is used for every dropped class when the
-distribution is rebuilt (so the dropped mass is approximated, not zeroed).
-An ensemble stores each teacher's logits and is read back as one tempered
-distribution per teacher (``[batch, teachers, K]``), so the loss can sum the
-per-teacher KLs or average the probabilities (``FunMatchDistiller(...,
-ensemble=...)``) from the same file. In
-``funmatch`` the teacher sees the *mixed* batch, so the cache holds the
-outputs on the mixed views (it walks the very same stream).
-
-File format (one file, little-endian)
--------------------------------------
-::
-
-    MAGIC (16 bytes)
-    epoch blocks, one per cached epoch, each:
-        values  [steps, batch, teachers, k]  float16 (or float32)
-        indices [steps, batch, teachers, k]  int16 (int32 for > 32767 classes);
-                                             absent when k == num_classes (the
-                                             values are then in class order)
-        tail    [steps, batch, teachers]     same dtype as values; absent when
-                                             k == num_classes
-    header: UTF-8 JSON
-    header length (uint64) | sha256 of the header (32 bytes) | END_MAGIC (16 bytes)
-
-The header records the format version, the stream the cache was built for
-(variant, seed, image_size, teacher_image_size, flip, crop_fraction,
-inception_area_range, mixup_alpha, antialias, shuffle and shuffle buffer, batch_size,
-num_images, steps per epoch, epochs ``[start, end)``), the teacher (number of
-models, classes, a sha256 of each one's architecture config, preprocessing
-included, and one of its weights), the storage (``top_k``, dtypes,
-``"stores": "logits"``), the images (count, element spec and sha256 of a
-sample, for arrays and datasets alike; plus a sha256 of all bytes for an
-array; :mod:`kdzoo.distill.fingerprint`), and a sha256 per epoch block. Files are
-written to a temporary file next to ``path`` and renamed when complete.
-
-Checks
-------
-:func:`open_teacher_cache` (and so :meth:`FunMatchDistiller.use_teacher_cache`)
-raises :class:`kdzoo.errors.CheckpointError` naming the file when it is not a
-cache, is truncated (size and end marker), its header is corrupt (sha256) or
-any epoch block is corrupt (sha256 of every block, unless ``verify=False``).
-A cache built for another teacher (weights fingerprint), variant, seed, image
-size or other view setting is refused when attached; another batch size,
-number of images, other images (when they are an array), an epoch outside
-the cached range or ``shuffle`` setting is refused when the train stream is
-built (``make_train_dataset`` / ``fit``). All are ``ValueError`` subclasses.
-
-Reading uses ``np.memmap`` (no pickle), one step at a time, so a cache larger
-than memory streams from disk. Size: ``epochs * steps * batch * teachers *
-k * 4`` bytes for float16 values + int16 indices (ImageNet, 1200 epochs, k=10:
-about 60 GB; a flowers102 run with 10k epochs of 1020 images and k=102 at
-full precision: 2 GB).
+What the file stores, its format and every check it gets are described in
+``docs/funmatch.md`` (section "Teacher-output cache").
 """
 
 import hashlib
@@ -85,13 +28,13 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from kdzoo.atomic import atomic_path
 from kdzoo.distill.fingerprint import (architecture_fingerprint, array_fingerprint,
                                        images_fingerprint, weights_fingerprint)
 from kdzoo.errors import CheckpointError
 
-__all__ = ["TeacherCache", "cache_teacher", "open_teacher_cache", "teacher_fingerprint",
-           "targets_from_cache"]
+# The writer, cache_teacher, lives in kdzoo.distill.cache_writer (it needs the
+# distiller; this module is only the file format and never imports the distiller).
+__all__ = ["TeacherCache", "open_teacher_cache", "teacher_fingerprint", "targets_from_cache"]
 
 MAGIC = b"KDZOO-TCACHE-v1\n"
 END_MAGIC = b"KDZOO-TCACHE-END"
@@ -438,118 +381,3 @@ def open_teacher_cache(path, verify=True):
     if verify:
         cache.verify()
     return cache
-
-
-# ------------------------------------------------------------------- writer ---
-def cache_teacher(distiller, images, path, epochs, *, initial_epoch=0, batch_size=32,
-                  top_k=None, dtype="float16", num_images=None):
-    """Run the teacher on every train view of epochs ``[initial_epoch, epochs)``; store it.
-
-    Args:
-        distiller: a :class:`FunMatchDistiller` (its teacher, variant and view
-            settings define the stream). Any cache it uses is ignored here.
-        images: the train images exactly as they will be given to ``fit`` /
-            ``make_train_dataset`` (array ``[N, H, W, C]`` or dataset).
-        path: the cache file to write (atomically: temp file + rename).
-        epochs: end epoch, exclusive, like ``fit(epochs=...)``.
-        initial_epoch: first epoch cached (a cache can cover a slice of a run;
-            several machines can each build one slice).
-        batch_size: the train batch size (the cache is laid out per step).
-        top_k: logits kept per view (default: all classes).
-        dtype: ``"float16"`` (default) or ``"float32"`` logits.
-        num_images: as in ``make_train_dataset``, for datasets of unknown size.
-
-    Returns the opened :class:`TeacherCache`.
-    """
-    from kdzoo.distill.funmatch import FunMatchDistiller
-
-    if not isinstance(distiller, FunMatchDistiller):
-        raise TypeError(f"cache_teacher takes a FunMatchDistiller, got "
-                        f"{type(distiller).__name__}.")
-    if distiller.views.fixed:
-        raise ValueError(f"Variant {distiller.variant!r} already trains without the "
-                         "teacher: use prepare_targets (fixed targets), not a cache.")
-    if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
-    start, end = int(initial_epoch), int(epochs)
-    if not 0 <= start < end:
-        raise ValueError(f"Need 0 <= initial_epoch < epochs; got [{start}, {end}).")
-    num_classes = distiller.num_classes
-    k = num_classes if top_k is None else int(top_k)
-    if not 1 <= k <= num_classes:
-        raise ValueError(f"top_k must be in [1, {num_classes}], got {top_k}.")
-    vdt = np.dtype(_DTYPES[dtype])
-    idt = np.dtype(_index_dtype(num_classes))
-
-    saved = distiller.teacher_cache
-    distiller.teacher_cache = None
-    try:
-        stream = distiller.make_train_dataset(images, batch_size=batch_size,
-                                              initial_epoch=start, num_images=num_images)
-    finally:
-        distiller.teacher_cache = saved
-    steps = distiller.train_steps_per_epoch
-    n = (int(num_images) if num_images is not None
-         else distiller._count(distiller._image_dataset(images)))
-    if steps is None or n is None:
-        raise ValueError("The number of train images is unknown: pass num_images=.")
-    shuffle_buffer = min(distiller.shuffle_buffer, n)
-    limit = float(np.finfo(vdt).max)
-    teachers = distiller.teachers
-
-    @tf.function(reduce_retracing=True)
-    def run(view):
-        logits = tf.stack([tf.cast(t(view, training=False), tf.float32) for t in teachers],
-                          axis=1)  # [B, M, K]
-        logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-        logits = tf.maximum(logits, -limit)  # stay finite in float16
-        if k == num_classes:
-            return logits, tf.zeros([0], tf.int32), tf.zeros([0], tf.float32)
-        values, indices = tf.math.top_k(logits, k=k, sorted=True)
-        rest = (tf.reduce_sum(logits, axis=-1) - tf.reduce_sum(values, axis=-1))
-        return values, indices, rest / float(num_classes - k)
-
-    path = os.fspath(path)
-    epoch_sha = []
-    with atomic_path(path, ".tcache") as tmp:
-        with open(tmp, "wb") as f:
-            f.write(MAGIC)
-            it = iter(stream)
-            for _ in range(start, end):
-                vals, idxs, tails = [], [], []
-                for _ in range(steps):
-                    batch = next(it)
-                    v, i, r = run(batch.get("teacher", batch["student"]))
-                    vals.append(v.numpy().astype(vdt))
-                    if k < num_classes:
-                        idxs.append(i.numpy().astype(idt))
-                        tails.append(r.numpy().astype(vdt))
-                parts = [np.stack(vals)]
-                if k < num_classes:
-                    parts += [np.stack(idxs), np.stack(tails)]
-                h = hashlib.sha256()
-                for p in parts:
-                    b = np.ascontiguousarray(p).astype(p.dtype.newbyteorder("<")).tobytes()
-                    h.update(b)
-                    f.write(b)
-                epoch_sha.append(h.hexdigest())
-            header = dict(
-                format_version=FORMAT_VERSION, stores="logits",
-                logits_note="max-shifted teacher logits; temperature applied when read",
-                **_view_settings(distiller),
-                batch_size=int(batch_size), num_images=n, steps_per_epoch=int(steps),
-                shuffle=shuffle_buffer > 1,
-                shuffle_buffer=int(shuffle_buffer), epochs=[start, end],
-                num_teachers=len(teachers), num_classes=num_classes, top_k=k,
-                value_dtype=vdt.newbyteorder("<").str,
-                index_dtype=idt.newbyteorder("<").str,
-                teacher_sha256=[teacher_fingerprint(t) for t in teachers],
-                teacher_config_sha256=[architecture_fingerprint(t) for t in teachers],
-                images=images_fingerprint(images, n),
-                images_sha256=_array_fingerprint(images), epoch_sha256=epoch_sha)
-            raw = json.dumps(header, sort_keys=True).encode("utf-8")
-            f.write(raw)
-            f.write(_TRAILER.pack(len(raw), hashlib.sha256(raw).digest(), END_MAGIC))
-            f.flush()
-            os.fsync(f.fileno())
-    return open_teacher_cache(path, verify=False)

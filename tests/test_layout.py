@@ -1,0 +1,110 @@
+"""The package's shape: every model family registered, no import cycles, no dangling refs.
+
+These read the source (AST), so they are fast and need no TensorFlow.
+"""
+
+import ast
+import os
+import pkgutil
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "kdzoo")
+
+
+def _modules():
+    """``{dotted name: path}`` of every module under kdzoo/."""
+    found = {}
+    for dirpath, _, files in os.walk(PACKAGE):
+        for f in files:
+            if f.endswith(".py"):
+                path = os.path.join(dirpath, f)
+                rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                found[rel[:-len(".__init__")] if rel.endswith(".__init__") else rel] = path
+    return found
+
+
+def _imports(path, name, modules):
+    """kdzoo modules imported anywhere in the file (top level and inside functions)."""
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for t in targets:
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            # Importing a package's submodule runs the package __init__ too, but an
+            # edge to the package itself is only a cycle risk if it is the target.
+            if t and t != name and t != "kdzoo":
+                out.add(t)
+    return out
+
+
+def test_no_import_cycles_in_kdzoo():
+    modules = _modules()
+    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
+    # Edges from a package to its own submodules are how packages expose their API.
+    graph = {m: {t for t in ts if not (m == t.rpartition(".")[0] and
+                                        modules[m].endswith("__init__.py"))}
+             for m, ts in graph.items()}
+    cycles, state = [], {}
+
+    def visit(m, stack):
+        state[m] = "open"
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                cycles.append(stack[stack.index(t):] + [t])
+            elif t not in state:
+                visit(t, stack + [t])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_every_model_module_is_imported_and_registers_an_architecture():
+    import kdzoo
+    from kdzoo import registry
+    names = [m.name for m in pkgutil.iter_modules(kdzoo.models.__path__)
+             if m.name not in ("common",)]
+    registered = {a.builder.__module__ for a in registry.architectures().values()}
+    missing = [n for n in names if f"kdzoo.models.{n}" not in registered]
+    assert not missing, f"kdzoo/models modules registering no architecture: {missing}"
+
+
+def test_no_reference_to_files_outside_the_repo():
+    offenders = []
+    for dirpath, _, files in os.walk(ROOT):
+        if any(part.startswith(".") for part in os.path.relpath(dirpath, ROOT).split(os.sep)
+               if part != "."):
+            continue
+        for f in files:
+            if f.endswith((".py", ".md", ".json", ".ini", ".cfg")) or f == "Makefile":
+                path = os.path.join(dirpath, f)
+                if path == os.path.abspath(__file__):
+                    continue
+                text = open(path, encoding="utf-8", errors="replace").read()
+                if re.search(r"DESIGN\.md|\.\./shared|/work/shared", text):
+                    offenders.append(os.path.relpath(path, ROOT))
+    assert not offenders, f"files pointing outside the repo: {offenders}"
+
+
+@pytest.mark.parametrize("limit", [400])
+def test_no_library_file_over_the_line_limit(limit):
+    long = {os.path.relpath(p, ROOT): n for p in _modules().values()
+            if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
+    assert not long, f"library files over {limit} lines (split them by idea): {long}"
