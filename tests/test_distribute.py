@@ -13,6 +13,8 @@ import tensorflow as tf
 
 from kdzoo import distribute
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -80,6 +80,7 @@ print("RESULT", d.max(), np.quantile(d, 0.99), out["default"]["test"]["loss"],
 """
 
 
+@pytest.mark.slow
 def test_mirrored_over_two_cpus_matches_the_default_strategy(tmp_path):
     result = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path) + "/"], env=ENV,
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -118,6 +119,7 @@ def smoke_runs(tmp_path_factory):
     return done
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["flowers102", "food101", "sun397", "imagenet"])
 def test_every_funmatch_recipe_runs_its_smoke_path(recipe, smoke_runs):
     returncode, stderr, workdir = smoke_runs[recipe]
@@ -139,6 +141,7 @@ def test_cifar100_recipe_runs_its_smoke_path(mode, smoke_runs):
         assert {"exit1_top1", "exit2_top1", "exit3_top1", "ensemble_top1"} <= set(test)
 
 
+@pytest.mark.slow
 def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
     result = subprocess.run(_recipe("pets", "--smoke", "--grid", "--grid_index", "42",
                                     "--workdir", str(tmp_path)), env=ENV, capture_output=True,
