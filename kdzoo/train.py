@@ -22,7 +22,6 @@ Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
 """
 
 import dataclasses
-import numbers
 import os
 
 import keras
@@ -32,114 +31,9 @@ from kdzoo.atomic import save_model
 from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
 from kdzoo.distill.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
+from kdzoo.fit import (Schedule, eval_batches, eval_resize_small, eval_text,  # noqa: F401
+                       fit_resumable, make_schedule, seed_everything, set_precision)
 from kdzoo.precision import resolve_precision
-
-
-def seed_everything(seed, deterministic=False):
-    """Seed Python, NumPy and TF/Keras init; optionally make TF ops deterministic."""
-    import tensorflow as tf
-    keras.utils.set_random_seed(int(seed))
-    # TF's global seed must not be 0: tf.data's shuffle with a per-epoch tensor seed
-    # then fails while tracing (random_seed.get_seed compares the seeds to (0, 0)).
-    tf.random.set_seed(int(seed) + 0x5EED)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-
-
-def set_precision(mixed_precision):
-    """``None``/``"float32"``, ``"mixed_bfloat16"``, ``"mixed_float16"`` or ``"auto"``.
-
-    ``"auto"``: bf16 where the hardware runs it natively, see :mod:`kdzoo.precision`.
-    """
-    policy = resolve_precision(mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
-    return policy
-
-
-def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
-                  validation_data=None, checkpoint_every=1, callbacks=(), verbose="auto",
-                  last_epoch_steps=None, checkpoint_every_minutes=None, keep_checkpoints=2):
-    """``model.fit`` that resumes from ``workdir/checkpoints`` and checkpoints atomically.
-
-    ``make_train(initial_epoch)`` returns the training data from that epoch on
-    (deterministic in the epoch). Checkpoints: every ``checkpoint_every`` epochs or
-    ``checkpoint_every_minutes``, whichever first, and after the last epoch; the
-    last ``keep_checkpoints`` are kept. ``last_epoch_steps``: the final epoch runs
-    only this many steps (a schedule that is not a whole number of intervals).
-    Returns the number of epochs trained now.
-    """
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    initial_epoch = checkpointing.restore(model, ckpt_dir)
-    if initial_epoch >= epochs:
-        return 0
-    # Every worker of a multi-worker run restores the chief's checkpoint; only the
-    # chief writes into workdir, the others into workdir/worker-<i> (never read back).
-    own = os.path.join(workdir, worker_subdir() or "")
-    os.makedirs(own, exist_ok=True)
-    all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
-                     checkpointing.ResumableCheckpoint(
-                         os.path.join(own, "checkpoints"), every=checkpoint_every,
-                         keep=keep_checkpoints, every_minutes=checkpoint_every_minutes),
-                     keras.callbacks.TensorBoard(os.path.join(own, "logs")),
-                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
-                     *callbacks]
-    short = last_epoch_steps is not None and steps_per_epoch and last_epoch_steps < steps_per_epoch
-    legs = [(epochs - 1, steps_per_epoch), (epochs, last_epoch_steps)] if short else \
-        [(epochs, steps_per_epoch)]
-    start = initial_epoch
-    for end, steps in legs:
-        if start >= end:
-            continue
-        model.fit(make_train(start), epochs=end, initial_epoch=start, steps_per_epoch=steps,
-                  validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
-        start = end
-    return epochs - initial_epoch
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """The step plan of a run: the authors' step count cut into Keras-epoch intervals."""
-
-    total_steps: int
-    interval: int            # steps per Keras epoch (logging / checkpoint granularity)
-    epochs: int              # Keras epochs = ceil(total_steps / interval)
-    last_epoch_steps: int    # steps of the final Keras epoch (<= interval)
-    checkpoint_every: int    # in Keras epochs
-    warmup_steps: int
-
-    @property
-    def checkpoint_every_steps(self):
-        return self.checkpoint_every * self.interval
-
-    def step_of(self, epoch):
-        """The global step at the start of Keras epoch ``epoch`` (= the stream position)."""
-        return min(int(epoch) * self.interval, self.total_steps)
-
-
-def make_schedule(epochs, num_examples, batch_size, *, log_every_steps=500,
-                  checkpoint_every_steps=5000, warmup_steps=0):
-    """:class:`Schedule` for ``epochs`` data epochs of ``num_examples`` at ``batch_size``."""
-    total = total_steps(epochs, num_examples, batch_size)
-    for name, value in (("log_every_steps", log_every_steps),
-                        ("checkpoint_every_steps", checkpoint_every_steps)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    interval = max(1, min(int(log_every_steps), int(checkpoint_every_steps), total))
-    count = -(-total // interval)
-    return Schedule(total_steps=total, interval=interval, epochs=count,
-                    last_epoch_steps=total - (count - 1) * interval,
-                    checkpoint_every=max(1, round(checkpoint_every_steps / interval)),
-                    warmup_steps=max(0, min(int(warmup_steps), total - 1)))
-
-
-def eval_text(spec, image_size):
-    """The evaluation preprocessing as text, e.g. ``resize_small(160)|central_crop(128)``."""
-    return f"resize_small({eval_resize_small(spec, image_size)})|central_crop({image_size})"
-
-
-def eval_resize_small(spec, image_size):
-    """The spec's ``resize_small`` scaled to ``image_size`` (160 at 128 px stays 160)."""
-    return round(spec.eval_resize_small * int(image_size) / spec.input_size)
 
 
 @dataclasses.dataclass
@@ -176,11 +70,35 @@ class FunMatchRun:
     checkpoint_every_minutes: float | None = 30.0
     keep_checkpoints: int = 3
     num_train_examples: int | None = None  # None: all of the train split (from its info)
+    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
+    train_per_class: int | None = None  # a class-balanced subset of the train split ...
+    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
     eval_batch_size: int = 256
+    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
     overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
+
+
+def _train_spec(run):
+    """The spec the run trains on, with ``run.train_split`` in place of its train split."""
+    from kdzoo.data import get_spec
+    spec = get_spec(getattr(run, "distill_dataset", None) or run.dataset)
+    return dataclasses.replace(spec, train_split=run.train_split) if run.train_split else spec
+
+
+def train_examples(run):
+    """``(examples, N)`` a run trains on: the train split, its first N, or a balanced subset."""
+    from kdzoo.data import load_split, num_examples
+    from kdzoo.data.subset import balanced_subset
+    spec = _train_spec(run)
+    examples = load_split(spec, "train", run.data_dir)
+    if run.train_per_class:
+        return balanced_subset(examples, run.train_per_class, run.subset_seed)
+    if run.num_train_examples:
+        return examples.take(run.num_train_examples), run.num_train_examples
+    return examples, num_examples(spec, "train", run.data_dir)
 
 
 def plan(run, num_train_examples=None):
@@ -193,8 +111,8 @@ def plan(run, num_train_examples=None):
     from kdzoo.data import get_spec, split_size
     spec = get_spec(run.dataset)
     image_size = run.image_size or spec.input_size
-    source = getattr(run, "distill_dataset", None) or run.dataset
-    n = num_train_examples or run.num_train_examples or split_size(source, "train")
+    n = num_train_examples or (run.train_per_class and run.train_per_class * spec.num_classes) \
+        or run.num_train_examples or split_size(_train_spec(run), "train")
     schedule = make_schedule(run.epochs, n, run.batch_size, log_every_steps=run.log_every_steps,
                              checkpoint_every_steps=run.checkpoint_every_steps,
                              warmup_steps=getattr(run, "warmup_steps", 0))
@@ -227,7 +145,7 @@ def _summary(run, schedule):
 
 def run_funmatch(run):
     """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
-    from kdzoo.data import get_spec, load_split, num_examples
+    from kdzoo.data import get_spec, load_split
     from kdzoo.distill import FunMatchDistiller, paper_optimizer
 
     spec = get_spec(run.dataset)
@@ -239,8 +157,7 @@ def run_funmatch(run):
     # One workdir = one run: lock it for the run's life, record / compare its settings.
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
                                  overwrite=run.overwrite, worker=worker_subdir())
-    train_source = run.distill_dataset or run.dataset
-    n_train = run.num_train_examples or num_examples(train_source, "train", run.data_dir)
+    train_images, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     with strategy.scope():
         distiller = FunMatchDistiller(
@@ -252,49 +169,22 @@ def run_funmatch(run):
                                       run.weight_decay),
             jit_compile=run.jit_compile)
     min_side = max(image_size, run.teacher_image_size or 0)
-    train_images = upscale_small_images(load_split(train_source, "train", run.data_dir), min_side)
-    if run.num_train_examples:
-        train_images = train_images.take(run.num_train_examples)
+    train_images = upscale_small_images(train_images, min_side)
     resize_small = eval_resize_small(spec, image_size)
 
     def eval_split(role):
         images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
         return distiller.make_eval_dataset(images, run.eval_batch_size, resize_small=resize_small)
 
-    minival = eval_split("minival")
     _fit(distiller, lambda step: distiller.make_train_dataset(
         train_images, run.batch_size, initial_step=step, num_images=n_train), run, schedule)
-    metrics = dict(_summary(run, schedule), eval=eval_text(spec, image_size),
-                   minival=distiller.evaluate(minival, return_dict=True, verbose=0))
-    metrics["test"] = distiller.evaluate(eval_split("test"), return_dict=True, verbose=0)
+    metrics = dict(_summary(run, schedule), eval=eval_text(spec, image_size))
+    for role in run.eval_roles:
+        metrics[role] = distiller.evaluate(eval_split(role), return_dict=True, verbose=0)
     save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
     workdir_lock.release()
     return metrics
-
-
-def _describe(run):
-    out = {}
-    for field in dataclasses.fields(run):
-        value = getattr(run, field.name)
-        out[field.name] = value if isinstance(value, (str, int, float, bool, dict, type(None))) \
-            else getattr(value, "__name__", repr(value))
-    return out
-
-
-def eval_batches(examples, image_size, batch_size, resize_small=None):
-    """(image, label) examples -> batched (``resize_small(R)|central_crop(S)`` view, label).
-
-    The authors' evaluation (:func:`kdzoo.data.eval_preprocess`); ``resize_small``
-    defaults to ``image_size`` (the central square, no resize beyond it).
-    """
-    import tensorflow as tf
-
-    from kdzoo.data.pipeline import eval_preprocess
-    r = image_size if resize_small is None else int(resize_small)
-    return examples.map(lambda image, label: (eval_preprocess(image, image_size, r), label),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
-                        ).batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 @dataclasses.dataclass
@@ -318,6 +208,7 @@ class SupervisedRun:
     image_size: int | None = None
     crop: str | None = "random"
     flip: bool = True
+    inception_area_range: tuple = (0.05, 1.0)  # with crop="inception" (the authors' default)
     mixup_alpha: float | None = None
     alpha: float = 0.3
     temperature: float = 3.0
@@ -333,7 +224,11 @@ class SupervisedRun:
     checkpoint_every_minutes: float | None = 30.0
     keep_checkpoints: int = 3
     num_train_examples: int | None = None
+    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
+    train_per_class: int | None = None  # a class-balanced subset of the train split ...
+    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
     eval_batch_size: int = 256
+    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
     verbose: object = "auto"
     params: dict = dataclasses.field(default_factory=dict)
     overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
@@ -344,7 +239,7 @@ METHODS = ("labels", "self_distillation", "deep_supervision")
 
 def run_supervised(run):
     """Train ``run.model()`` on labels by ``run.method``; returns the metrics dict."""
-    from kdzoo.data import get_spec, load_split, num_examples
+    from kdzoo.data import get_spec, load_split
 
     if run.method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {run.method!r}.")
@@ -357,7 +252,7 @@ def run_supervised(run):
     # One workdir = one run: lock it for the run's life, record / compare its settings.
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
                                  overwrite=run.overwrite, worker=worker_subdir())
-    n_train = run.num_train_examples or num_examples(spec, "train", run.data_dir)
+    train, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     steps = schedule.total_steps
     with strategy.scope():
@@ -377,15 +272,13 @@ def run_supervised(run):
                                      feature_weight=run.feature_weight, mode=run.method)
             model.compile(optimizer=run.optimizer(steps),
                           jit_compile=run.jit_compile)
-    train = load_split(spec, "train", run.data_dir)
-    if run.num_train_examples:
-        train = train.take(run.num_train_examples)
     _fit(model, lambda step: labeled_stream(
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
         seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
-        mixup_alpha=run.mixup_alpha, num_examples=n_train), run, schedule)
+        mixup_alpha=run.mixup_alpha, num_examples=n_train,
+        inception_area_range=tuple(run.inception_area_range)), run, schedule)
     metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size))
-    for role in ("minival", "test"):
+    for role in run.eval_roles:
         batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,
                                eval_resize_small(spec, size))
         if run.method == "labels" and run.mixup_alpha:

@@ -117,7 +117,8 @@ def guarded(main):
     """``main`` with the errors a user can fix turned into :func:`fail` messages."""
     def run(argv):
         from kdzoo.data import DatasetNotFoundError
-        from kdzoo.errors import CheckpointError, DownloadError
+        from kdzoo.errors import (CheckpointError, DownloadError, SettingsMismatchError,
+                                  WorkdirInUseError)
         try:
             return main(argv)
         except DatasetNotFoundError as e:
@@ -125,7 +126,7 @@ def guarded(main):
         except DownloadError as e:
             fail(f"{e}\nIn a recipe, pass the downloaded file with --teacher=/path/to/FILE "
                  "(the student: --student_init=/path/to/FILE).")
-        except CheckpointError as e:
+        except (CheckpointError, SettingsMismatchError, WorkdirInUseError) as e:
             fail(str(e))
     return run
 

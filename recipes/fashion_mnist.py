@@ -1,134 +1,138 @@
-"""The offline main job: both methods on Fashion-MNIST, on a 2-core CPU, in minutes.
+"""The main job: the FunMatch paper's small-data regime on real Fashion-MNIST, offline.
 
-Trains a teacher (fmnist_cnn_w32) on labels; distills a 4x smaller student
-(fmnist_cnn_w16) by FunMatch and by a fixed teacher (fix/rs); trains the same
-student on labels alone; self-distills the student's architecture and trains
-its deep-supervision twin. Everything is evaluated on the 10,000 test images;
-a table is printed and metrics.json + PNG plots are written to --workdir.
-Interrupt it at any time and rerun: finished stages are skipped and the
-running one resumes from its last checkpoint.
+A strong teacher from the zoo (``fmnist_cnn_w32.kdzoo_teacher_full``: trained
+on all 60,000 images by ``recipes/fashion_mnist_teacher.py``) teaches the 4x
+smaller ``fmnist_cnn_w16`` on only 1,000 training images (100 per class, drawn
+once with seed 0 from the 55,000-image train split; every method and seed sees
+the same 1,000). Six methods, same student, same images, same optimizer and
+budget: labels only, mixup fine-tune on labels, fix/rs, ind/ic, same/ic,
+funmatch; each budget (data epochs over the 1,000 images) is a separate run, as
+in the paper's figures. Plus self distillation of the student on the same
+images. Everything is scored on the 10,000 test images (top-1 and agreement with
+the teacher). The settings below were fixed before any run.
 
-    python recipes/fashion_mnist.py                                  # the demo
-    python recipes/fashion_mnist.py --long --seeds 0,1,2 --workdir /tmp/fm_long
+    python recipes/fashion_mnist.py                        # the demo: 2 budgets, 1 seed
+    python recipes/fashion_mnist.py --long --workdir /tmp/fm_long   # the study (~1.5 h)
+
+Interrupt and rerun at any time: finished runs are skipped, the running one resumes.
 """
 
-import json
 import os
 
 from absl import app, flags
 
 import common
+import fashion_mnist_report as report
 
-common.define_common_flags("/tmp/kdzoo/fashion_mnist")
-flags.DEFINE_integer("teacher_epochs", 3, "Teacher epochs (demo scale).")
-flags.DEFINE_bool("long", False, "The longer comparison: 2x the epochs of every stage.")
-flags.DEFINE_string("seeds", None, "Comma-separated seeds: repeat the whole comparison "
-                    "per seed (in <workdir>/seed-N) and report mean and spread.")
-flags.DEFINE_integer("train_examples", None, "Train on the first N training images only "
-                     "(quick checks; default: all 55,000).")
-flags.DEFINE_bool("plots", True, "Write PNG plots.")
-flags.DEFINE_bool("export_pretrained", False, "Write the teacher, the FunMatch student and the "
-                  "self-distilled network into kdzoo/pretrained (weights + model cards).")
-flags.adopt_module_key_flags(common)  # --help lists the common flags too
+common.define_common_flags("runs/fashion_mnist")
+flags.DEFINE_bool("long", False, "The whole study: 4 budgets x 3 seeds, evidence JSON + plots.")
+flags.DEFINE_string("budgets", None, "Comma-separated data-epoch budgets (default: the study's).")
+flags.DEFINE_string("seeds", None, "Comma-separated training seeds (default: the study's).")
+flags.DEFINE_string("methods", None, "Comma-separated subset of the methods (default: all).")
+flags.DEFINE_integer("train_per_class", None, "Training images per class (default 100).")
+flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the study's).")
+flags.DEFINE_string("evidence", None, "Also write the evidence JSON here (--long default: "
+                    "docs/results/fashion_mnist_small_data.json).")
+flags.DEFINE_bool("export_pretrained", False, "Ship the best student of each method at the "
+                  "largest budget in the zoo (weights + cards).")
+flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
-TEACHER, STUDENT = "fmnist_cnn_w32", "fmnist_cnn_w16"
-STUDENT_EPOCHS = 3
+STUDY = dict(  # fixed before any run; see docs/fashion_mnist_study.md
+    teacher="fmnist_cnn_w32.kdzoo_teacher_full", student="fmnist_cnn_w16",
+    train_per_class=100, subset_seed=0, batch_size=128, lr=3e-3, weight_decay=1e-4,
+    warmup_fraction=0.05, temperature=1.0, inception_area_range=(0.25, 1.0),
+    methods=("labels", "mixup", "fix/rs", "ind/ic", "same/ic", "funmatch"),
+    budgets={"long": (10, 30, 100, 300), "demo": (10, 100)},
+    seeds={"long": (0, 1, 2), "demo": (0,)})
+EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "docs", "results",
+                        "fashion_mnist_small_data.json")
 
 
-def adam_cosine(lr):
-    import keras
-    return lambda total: keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(lr, total), global_clipnorm=1.0)
+def _ints(text, default):
+    return tuple(int(v) for v in text.split(",")) if text else default
 
 
-def stages(workdir, seed, scale):
-    """name -> run description; each stage lives in workdir/name."""
-    import keras
+def settings():
+    """The study as run now: STUDY with the command line's overrides."""
+    kind = "long" if FLAGS.long else "demo"
+    methods = tuple(FLAGS.methods.split(",")) if FLAGS.methods else STUDY["methods"]
+    unknown = sorted(set(methods) - set(STUDY["methods"]))
+    if unknown:
+        common.fail(f"--methods: unknown {unknown}; choose from {', '.join(STUDY['methods'])}.")
+    return dict(STUDY, kind=kind, methods=methods, teacher=FLAGS.teacher or STUDY["teacher"],
+                budgets=_ints(FLAGS.budgets, STUDY["budgets"][kind]),
+                seeds=_ints(FLAGS.seeds, STUDY["seeds"][kind]),
+                train_per_class=FLAGS.train_per_class or STUDY["train_per_class"])
+
+
+def _optimizer(s):
+    from kdzoo.distill import paper_optimizer
+    return lambda total: paper_optimizer(s["lr"], total, round(s["warmup_fraction"] * total),
+                                         s["weight_decay"])
+
+
+def method_run(s, method, epochs, seed, workdir):
+    """The run of one (method, budget, seed) point, in its own work directory."""
+    import functools
 
     import kdzoo
-    from kdzoo.train import FunMatchRun, SupervisedRun
-
-    teacher_path = os.path.join(workdir, "teacher", "model.keras")
-    student = lambda: kdzoo.load(STUDENT, weights=None)  # noqa: E731
-    common_args = dict(dataset="fashion_mnist", seed=seed, workdir=workdir, batch_size=FLAGS.batch_size or 128,
-                       strategy=FLAGS.strategy, data_dir=FLAGS.data_dir, verbose="auto",
-                       num_train_examples=FLAGS.train_examples, overwrite=FLAGS.overwrite,
-                       **common.run_flags(False))
-    epochs = FLAGS.epochs or STUDENT_EPOCHS * scale
-    supervised = dict(crop="pad", **common_args)  # pad-2 random crop + flip, as for CIFAR
-    distill = dict(teacher=lambda: keras.saving.load_model(teacher_path), student=student,
-                   temperature=1.0, lr=3e-3, weight_decay=1e-4, warmup_steps=100,
-                   epochs=epochs, image_size=28, **common_args)
-    return {
-        "teacher": SupervisedRun(model=lambda: kdzoo.load(TEACHER, weights=None),
-                                 optimizer=adam_cosine(3e-3), method="labels",
-                                 epochs=FLAGS.teacher_epochs * scale, **supervised),
-        "funmatch": FunMatchRun(variant="funmatch", distiller_kwargs=dict(
-            inception_area_range=(0.25, 1.0)), **distill),
-        "fix_rs": FunMatchRun(variant="fix/rs", **distill),
-        "labels": SupervisedRun(model=student, optimizer=adam_cosine(3e-3), method="labels",
-                                epochs=epochs, **supervised),
-        "self_distillation": SupervisedRun(model=student, optimizer=adam_cosine(3e-3),
-                                           method="self_distillation", epochs=epochs,
-                                           **supervised),
-        "deep_supervision": SupervisedRun(model=student, optimizer=adam_cosine(3e-3),
-                                          method="deep_supervision", epochs=epochs,
-                                          **supervised),
-    }
+    from kdzoo.train import FunMatchRun, SupervisedRun, total_steps
+    student = functools.partial(kdzoo.load, s["student"], weights=None)
+    shared = dict(dataset="fashion_mnist", workdir=workdir, epochs=epochs, seed=seed,
+                  batch_size=FLAGS.batch_size or s["batch_size"], data_dir=FLAGS.data_dir,
+                  train_per_class=s["train_per_class"], subset_seed=s["subset_seed"],
+                  strategy=FLAGS.strategy, verbose=0, overwrite=FLAGS.overwrite,
+                  eval_roles=("test",),  # nothing is selected on minival here
+                  **dict(common.run_flags(False), checkpoint_every_minutes=10.0))
+    if method in ("labels", "mixup"):
+        return SupervisedRun(model=student, optimizer=_optimizer(s), crop="inception",
+                             inception_area_range=s["inception_area_range"],
+                             mixup_alpha=1.0 if method == "mixup" else None, **shared)
+    steps = total_steps(epochs, s["train_per_class"] * 10, shared["batch_size"])
+    return FunMatchRun(teacher=functools.partial(kdzoo.load, s["teacher"]), student=student,
+                       variant=method, temperature=s["temperature"], lr=s["lr"],
+                       weight_decay=s["weight_decay"], image_size=28,
+                       warmup_steps=round(s["warmup_fraction"] * steps), distiller_kwargs=dict(
+                           inception_area_range=s["inception_area_range"]), **shared)
 
 
-def run_all(workdir, seed, scale):
-    from kdzoo.train import FunMatchRun, run_funmatch, run_supervised
-    results = {}
-    for name, run in stages(workdir, seed, scale).items():
-        run.workdir = os.path.join(workdir, name)  # one folder per stage
-        done = os.path.join(run.workdir, "metrics.json")
-        if os.path.exists(done) and not FLAGS.overwrite:
-            print(f"[{name}] already done: {done}")
-        else:
-            print(f"[{name}] training ...")
-            (run_funmatch if isinstance(run, FunMatchRun) else run_supervised)(run)
-        with open(done, encoding="utf-8") as f:
-            results[name] = json.load(f)
-    return results
+def self_distill_run(s, epochs, seed, workdir):
+    """Self distillation of the student (exits after each section) on the same images."""
+    import dataclasses
+    return dataclasses.replace(method_run(s, "labels", epochs, seed, workdir),
+                               method="self_distillation")
 
 
-def dry_run(scale):
-    """One JSON line: the FunMatch stage's plan, and every stage's step count."""
-    from kdzoo.train import plan
-    runs = stages(FLAGS.workdir, FLAGS.seed, scale)
-    _, info = plan(runs["funmatch"])
-    info.update(teacher=TEACHER, student=STUDENT,
-                stages={name: plan(run)[1]["total_steps"] for name, run in runs.items()})
-    print(json.dumps(info, sort_keys=True))
+def plan_runs(s, workdir):
+    """``[(row key, run)]`` for every point of the study, the self distillation last."""
+    entries = []
+    for seed in s["seeds"]:
+        for method in s["methods"]:
+            for epochs in s["budgets"]:
+                where = os.path.join(workdir, method.replace("/", "_"), f"e{epochs}", f"seed-{seed}")
+                entries.append((dict(method=method, epochs=epochs, seed=seed),
+                                method_run(s, method, epochs, seed, where)))
+        where = os.path.join(workdir, "self_distillation", f"e{max(s['budgets'])}", f"seed-{seed}")
+        entries.append((dict(method="self_distillation", epochs=max(s["budgets"]), seed=seed),
+                        self_distill_run(s, max(s["budgets"]), seed, where)))
+    return entries
 
 
 def main(argv):
     del argv
-    from kdzoo import report
-    scale = 2 if FLAGS.long else 1
+    s = settings()
+    entries = plan_runs(s, FLAGS.workdir)
     if FLAGS.dry_run:
-        return dry_run(scale)
-    seeds = [int(s) for s in FLAGS.seeds.split(",")] if FLAGS.seeds else [FLAGS.seed]
-    summaries = []
-    for seed in seeds:
-        workdir = FLAGS.workdir if len(seeds) == 1 else os.path.join(FLAGS.workdir, f"seed-{seed}")
-        run_all(workdir, seed, scale)
-        summary = report.summary_of(workdir, FLAGS.data_dir)
-        summaries.append(summary)
-        print(report.format_table(summary))
-        if FLAGS.plots:
-            for path in report.plot_summary(summary, workdir):
-                print(f"wrote {path}")
+        return report.print_plan(s, entries)
+    report.train_all(entries)
+    evidence = FLAGS.evidence or (EVIDENCE if FLAGS.long else None)
+    summary = report.summarize_study(s, entries, FLAGS.workdir, evidence, FLAGS.data_dir)
+    print(report.format_table(summary))
+    for path in summary["files"]:
+        print(f"wrote {path}")
     if FLAGS.export_pretrained:
-        import sys
-        command = "python recipes/fashion_mnist.py " + " ".join(sys.argv[1:])
-        for card in report.export_pretrained(FLAGS.workdir, command):
-            print(f"exported {card['name']}: test top-1 {card['top1']}%")
-    if len(seeds) > 1:
-        print(report.format_seed_table(summaries, seeds))
-        report.write_seed_summary(summaries, seeds, FLAGS.workdir)
+        report.export_best(summary, entries, "python recipes/fashion_mnist.py --long")
 
 
 if __name__ == "__main__":

@@ -284,13 +284,14 @@ def restored_epoch(callbacks):
 
 def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initial_step=0,
                    crop="random", flip=True, mixup_alpha=None, shuffle_buffer=10_000,
-                   num_examples=None):
+                   num_examples=None, inception_area_range=augment.INCEPTION_AREA_RANGE):
     """(image, label) examples -> endless batched (views, labels) on :func:`train_stream`.
 
     The supervised runs' stream (labels, mixup fine-tune, self distillation),
     keyed like FunMatch's. ``crop``: ``"pad"`` (pad by 1/8 of the size, random
     crop: the CIFAR recipe), ``"random"`` (the paper's mild random crop),
-    ``"inception"`` or ``None`` (resize the whole image). With ``mixup_alpha``
+    ``"inception"`` (of ``inception_area_range`` of the area) or ``None``
+    (resize the whole image). With ``mixup_alpha``
     the labels become mixed one-hot vectors (the paper's "fine-tune with mixup"
     baseline), one ratio per step keyed by ``(seed, step)``.
     """
@@ -311,7 +312,7 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
         elif crop == "random":
             box = augment.random_crop_box(image, key)
         elif crop == "inception":
-            box = augment.inception_crop_box(image, key)
+            box = augment.inception_crop_box(image, key, area_range=inception_area_range)
         else:
             box = augment.full_box(image)
         out = augment.crop_resize(image, box, image_size)

@@ -36,7 +36,6 @@ shares the student's view at the same size (the teacher then reads
 target.
 """
 
-import difflib
 import math
 import numbers
 
@@ -44,23 +43,12 @@ import tensorflow as tf
 
 from kdzoo.data import augment
 
-VARIANTS = ("fix/rs", "fix/cc", "fix/ic_ens", "ind/rc", "ind/ic", "same/rc", "same/ic",
-            "funmatch")
-FIXED_VARIANTS = ("fix/rs", "fix/cc", "fix/ic_ens")
-
-
-def check_variant(variant):
-    """Return ``variant`` if known, else raise ValueError with a did-you-mean."""
-    if variant in VARIANTS:
-        return variant
-    close = difflib.get_close_matches(str(variant), VARIANTS, n=3, cutoff=0.4)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown teaching variant {variant!r}.{hint} "
-                     f"Choose one of {', '.join(VARIANTS)}.")
+from kdzoo.distill.variants import (FIXED_VARIANTS, VARIANTS, check_variant,  # noqa: F401
+                                    get_variant)
 
 
 def is_fixed(variant):
-    return variant in FIXED_VARIANTS
+    return get_variant(variant).fixed
 
 
 def _is_number(value):
@@ -144,6 +132,7 @@ class ViewMaker:
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
                  ensemble_crops=1000, eval_crop_fraction=1.0, antialias=False):
         self.variant = check_variant(variant)
+        self.row = get_variant(variant)
         self.image_size = check_size(image_size, "image_size")
         self.teacher_image_size = (self.image_size if teacher_image_size is None
                                    else check_size(teacher_image_size, "teacher_image_size"))
@@ -170,12 +159,12 @@ class ViewMaker:
     # -- properties ----------------------------------------------------------
     @property
     def fixed(self):
-        return is_fixed(self.variant)
+        return self.row.fixed
 
     @property
     def shared(self):
         """Teacher and student see one view (same box, flip and mixup)."""
-        return self.variant.startswith("same/") or self.variant == "funmatch"
+        return self.row.shared
 
     @property
     def emits_teacher_view(self):
@@ -206,8 +195,7 @@ class ViewMaker:
         return augment.flip_decision(key)
 
     def _student_kind(self):
-        return {"fix/rs": "rs", "fix/cc": "rc", "fix/ic_ens": "ic"}.get(
-            self.variant, self.variant.split("/")[-1] if "/" in self.variant else "ic")
+        return self.row.student_crop
 
     # -- per-image train views -----------------------------------------------
     def train_views(self, image, index, epoch, return_boxes=False):
@@ -217,8 +205,8 @@ class ViewMaker:
         s_key = augment.make_key(key, augment.STUDENT_CROP)
         kind = self._student_kind()
         s_box = self._box(kind, image, s_key)
-        s_flip = (tf.constant(False) if self.variant == "fix/rs"
-                  else self._flip(augment.make_key(key, augment.STUDENT_FLIP)))
+        s_flip = (self._flip(augment.make_key(key, augment.STUDENT_FLIP))
+                  if self.row.student_flip else tf.constant(False))
         out = {"student": augment.maybe_flip(
             self._render(image, s_box, self.image_size, kind), s_flip)}
         if return_boxes:
@@ -241,8 +229,8 @@ class ViewMaker:
         return out
 
     def batch_views(self, batch, epoch, step):
-        """Batch-level part of the views: mixup for ``funmatch`` (shared by both)."""
-        if self.variant != "funmatch" or self.mixup_alpha <= 0:
+        """Batch-level part of the views: mixup where the row has it (shared by both)."""
+        if not self.row.mixup or self.mixup_alpha <= 0:
             return batch
         key = augment.make_key(augment.make_key(self.seed, augment.MIXUP), epoch, step)
         images = {k: batch[k] for k in ("student", "teacher") if k in batch}
@@ -253,7 +241,7 @@ class ViewMaker:
     @property
     def target_crops(self):
         """Teacher views per image of a fixed target: ``ensemble_crops`` or 1."""
-        return self.ensemble_crops if self.variant == "fix/ic_ens" else 1
+        return self.ensemble_crops if self.row.target == "ic_ens" else 1
 
     def target_view(self, image, index, crop=0):
         """View ``crop`` of the teacher's fixed views of image ``index``: ``[T, T, C]``.
@@ -265,12 +253,12 @@ class ViewMaker:
         """
         image = augment.check_min_size(image, self.min_image_size)
         size = self.teacher_image_size
-        if self.variant == "fix/rs":
+        if self.row.target == "rs":
             return self._render(image, augment.full_box(image), size, "rs")
-        if self.variant == "fix/cc":
+        if self.row.target == "cc":
             return self._render(image, augment.central_crop_box(image, self.crop_fraction),
                                 size, "cc")
-        if self.variant != "fix/ic_ens":
+        if self.row.target != "ic_ens":
             raise ValueError(f"Variant {self.variant!r} has no fixed teacher targets.")
         key = augment.make_key(augment.make_key(self.seed, augment.ENSEMBLE), index)
         crop_key = augment.make_key(key, crop)
