@@ -43,7 +43,7 @@ GRID_FILE = "grid.json"
 # (same) data lives and the eval batching.
 NEUTRAL = frozenset({"epochs", "verbose", "data_dir", "eval_batch_size", "log_every_steps",
                      "checkpoint_every_steps", "checkpoint_every_minutes",
-                     "keep_checkpoints"})
+                     "keep_checkpoints", "eval_roles"})
 # Not settings of the run at all.
 IGNORED = frozenset({"workdir", "overwrite", "reruns"})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
@@ -77,9 +77,26 @@ def settings_of(run):
             if f.name not in IGNORED}
 
 
-def _differences(recorded, settings, skip):
+def defaults_of(run):
+    """The described default of every field of a run dataclass (see :func:`claim`)."""
+    import dataclasses
+    out = {}
+    for f in dataclasses.fields(run):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = describe(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = describe(f.default_factory())
+    return json.loads(json.dumps(out))
+
+
+def _differences(recorded, settings, skip, defaults=None):
     keys = (set(recorded) | set(settings)) - IGNORED - skip
     missing = "<not set>"
+    defaults = defaults or {}
+    # A setting the record predates is the same run when it is at its default (the
+    # default is the behaviour the older kdzoo had).
+    keys = {k for k in keys if k in recorded or k not in defaults
+            or settings.get(k, missing) != defaults[k]}
     return {k: (recorded.get(k, missing), settings.get(k, missing)) for k in sorted(keys)
             if recorded.get(k, missing) != settings.get(k, missing)}
 
@@ -117,8 +134,11 @@ def _wipe(directory, keep=(LOCK_FILE,)):
             os.remove(path)
 
 
-def claim(workdir, settings, *, overwrite=False, worker=None):
+def claim(workdir, settings, *, overwrite=False, worker=None, defaults=None):
     """Lock ``workdir`` (or its ``worker`` subdirectory) and record / compare ``settings``.
+
+    ``defaults`` (:func:`defaults_of`): a key missing from an older record is not
+    a difference while its value now is the default.
 
     Returns the held :class:`~kdzoo.file_lock.FileLock`; keep it for the run's
     life and ``release()`` it at the end (it is also released when dropped or
@@ -132,20 +152,20 @@ def claim(workdir, settings, *, overwrite=False, worker=None):
         if overwrite:
             _wipe(own)
         if worker is None:  # the chief owns the record; the others only write logs
-            _record(workdir, json.loads(json.dumps(settings)))
+            _record(workdir, json.loads(json.dumps(settings)), defaults)
     except BaseException:
         lock.release()
         raise
     return lock
 
 
-def _record(workdir, settings):
+def _record(workdir, settings, defaults=None):
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         write_json(path, dict(settings, reruns=[]))
         return
     recorded = _read_record(path)
-    diffs = _differences(recorded, settings, NEUTRAL)
+    diffs = _differences(recorded, settings, NEUTRAL, defaults)
     if diffs:
         raise _mismatch(workdir, path, diffs)
     changed = _differences(recorded, settings, frozenset())

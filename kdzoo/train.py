@@ -156,7 +156,8 @@ def run_funmatch(run):
     split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
     # One workdir = one run: lock it for the run's life, record / compare its settings.
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
-                                 overwrite=run.overwrite, worker=worker_subdir())
+                                 overwrite=run.overwrite, worker=worker_subdir(),
+                                 defaults=run_dir.defaults_of(run))
     train_images, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     with strategy.scope():
@@ -251,7 +252,8 @@ def run_supervised(run):
     split_batch(run.batch_size, strategy)
     # One workdir = one run: lock it for the run's life, record / compare its settings.
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
-                                 overwrite=run.overwrite, worker=worker_subdir())
+                                 overwrite=run.overwrite, worker=worker_subdir(),
+                                 defaults=run_dir.defaults_of(run))
     train, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     steps = schedule.total_steps

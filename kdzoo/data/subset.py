@@ -37,7 +37,7 @@ def balanced_subset(examples, per_class, seed=0):
     """``(image, label)`` examples -> ``(subset dataset, its size)`` in the stored order.
 
     The labels are read once (one pass over the split, no images kept); the
-    subset is a filter of ``examples``, so a cached split stays cached.
+    subset's images are cached in memory after its first pass.
     """
     batches = examples.map(lambda image, label: label).batch(65536)  # a few big reads
     labels = np.concatenate([np.asarray(b, np.int64).reshape(-1)
@@ -46,7 +46,9 @@ def balanced_subset(examples, per_class, seed=0):
     keep = np.zeros(len(labels), bool)
     keep[indices] = True
     keep = tf.constant(keep)
+    # Cached: the filter scans the whole split once, not once per data epoch (a
+    # 1,000-image subset of 55,000 would otherwise read 55x its size every epoch).
     subset = examples.enumerate().filter(lambda i, example: keep[i]).map(
-        lambda i, example: example)
+        lambda i, example: example).cache()
     subset = subset.apply(tf.data.experimental.assert_cardinality(len(indices)))
     return subset, len(indices)
