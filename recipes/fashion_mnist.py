@@ -33,6 +33,8 @@ flags.DEFINE_integer("train_per_class", None, "Training images per class (defaul
 flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the study's).")
 flags.DEFINE_string("evidence", None, "Also write the evidence JSON here (--long default: "
                     "docs/results/fashion_mnist_small_data.json).")
+flags.DEFINE_bool("report_only", False, "Train nothing: measure and report the finished "
+                  "runs (a study stopped early).")
 flags.DEFINE_bool("export_pretrained", False, "Ship the best student of each method at the "
                   "largest budget in the zoo (weights + cards).")
 flags.adopt_module_key_flags(common)
@@ -105,7 +107,11 @@ def self_distill_run(s, epochs, seed, workdir):
 
 
 def plan_runs(s, workdir):
-    """``[(row key, run)]`` for every point of the study, the self distillation last."""
+    """``[(row key, run)]`` for every point of the study, in the order they are run.
+
+    The first seed's whole sweep first, then the other seeds' smaller budgets, then
+    their largest budget: a study stopped early has complete curves for what it has.
+    """
     entries = []
     for seed in s["seeds"]:
         for method in s["methods"]:
@@ -116,7 +122,9 @@ def plan_runs(s, workdir):
         where = os.path.join(workdir, "self_distillation", f"e{max(s['budgets'])}", f"seed-{seed}")
         entries.append((dict(method="self_distillation", epochs=max(s["budgets"]), seed=seed),
                         self_distill_run(s, max(s["budgets"]), seed, where)))
-    return entries
+    last = max(s["budgets"])
+    return sorted(entries, key=lambda e: (e[0]["seed"] != s["seeds"][0] and e[0]["epochs"] == last,
+                                          s["seeds"].index(e[0]["seed"])))
 
 
 def main(argv):
@@ -125,7 +133,8 @@ def main(argv):
     entries = plan_runs(s, FLAGS.workdir)
     if FLAGS.dry_run:
         return report.print_plan(s, entries)
-    report.train_all(entries)
+    if not FLAGS.report_only:
+        report.train_all(entries)
     evidence = FLAGS.evidence or (EVIDENCE if FLAGS.long else None)
     summary = report.summarize_study(s, entries, FLAGS.workdir, evidence, FLAGS.data_dir)
     print(report.format_table(summary))

@@ -86,7 +86,7 @@ def summarize_study(s, entries, workdir, evidence_path, data_dir=None):
     teacher = kdzoo.load(s["teacher"])
     teacher_pred = teacher.predict(images, batch_size=1000, verbose=0).argmax(-1)
     rows = []
-    for key, run in entries:
+    for key, run in filter(lambda e: study.is_finished(e[1]), entries):
         rows.append(dict(key, train_images=s["train_per_class"] * 10, workdir=run.workdir,
                          **_measure(run, images, labels, teacher_pred)))
     student = kdzoo.load(s["student"], weights=None)
