@@ -19,3 +19,7 @@ class SettingsMismatchError(ValueError):
 
 class NonFiniteInputError(ValueError):
     """Images or labels given to fit / evaluate hold NaN or Inf values."""
+
+
+class RecipeError(ValueError):
+    """A recipe's option cannot be used as given (the message says which and what to do)."""

@@ -52,6 +52,18 @@ def register_architecture(name, builder, *, input_size, num_classes, family,
     return builder
 
 
+def register(name, **meta):
+    """Decorator: ``@register("cifar_vgg19_bn", input_size=32, ...)`` over a builder.
+
+    The one way a model module adds an architecture (``meta``: the keyword
+    arguments of :func:`register_architecture`). Generated families call it on
+    each builder they make: ``register(name, ...)(make_builder(...))``.
+    """
+    def decorate(builder):
+        return register_architecture(name, builder, **meta)
+    return decorate
+
+
 def architectures():
     """Every registered architecture by name.
 

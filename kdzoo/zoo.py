@@ -143,6 +143,44 @@ def _transfer(source, target, skip=("head",)):
         layer.set_weights(source.get_layer(layer.name).get_weights())
 
 
+def _from_npz(path, arch, build, classes, card):
+    """A published BiT ``.npz``; a headless one keeps the built model's head."""
+    if arch.family != "bit":
+        raise ValueError(f".npz checkpoints are BiT's format; {arch.name!r} is not BiT. "
+                         "Pass a Keras .weights.h5 file saved from this architecture.")
+    params = read_npz(path)
+    ckpt_classes = checkpoint_num_classes(params) or classes
+    full = build(ckpt_classes)
+    if checkpoint_num_classes(params) is None:  # headless checkpoint: keep our head
+        params = params.with_arrays(_head_params(full, params))
+    assign_bit_weights(full, params, path=path)
+    return full, ckpt_classes
+
+
+def _from_weights_h5(path, arch, build, classes, card):
+    """A Keras ``.weights.h5`` saved from this architecture (a checkpoint's: its classes)."""
+    classes = card["num_classes"] if card else classes
+    full = build(classes)
+    _load_weights_file(full, path)
+    return full, classes
+
+
+def _from_keras(path, arch, build, classes, card):
+    """A ``.keras`` model (safe mode): its layers' weights copied by name, shapes checked."""
+    source = _read_keras_model(path)
+    ckpt_classes = _head_classes(source) or classes
+    full = build(ckpt_classes)
+    _copy_layer_weights(source, full, path, skip=() if _head_classes(source) else ("head",))
+    return full, ckpt_classes
+
+
+# Weight file formats: the file name's ending -> reader(path, arch, build, classes, card)
+# returning (model with the file's weights, its class count); ``classes`` is what the
+# caller asked for (or the default). A new format is a row.
+WEIGHT_FORMATS = ((".npz", _from_npz), (".weights.h5", _from_weights_h5),
+                  (".keras", _from_keras))
+
+
 def load(name, weights="pretrained", num_classes=None, include_top=True, input_shape=None,
          pooling=None):
     """Build a zoo model by name and load its weights.
@@ -201,30 +239,11 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
                 f"Weight file {path} does not exist.{hint} Pass weights='pretrained' (the "
                 "published weights), None (random init) or the path of an existing .npz / "
                 ".weights.h5 file.")
-        if path.endswith(".npz"):
-            if arch.family != "bit":
-                raise ValueError(f".npz checkpoints are BiT's format; {arch.name!r} is not BiT. "
-                                 "Pass a Keras .weights.h5 file saved from this architecture.")
-            params = read_npz(path)
-            ckpt_classes = checkpoint_num_classes(params) or num_classes or default_classes
-            full = build(ckpt_classes)
-            if checkpoint_num_classes(params) is None:  # headless checkpoint: keep our head
-                params = params.with_arrays(_head_params(full, params))
-            assign_bit_weights(full, params, path=path)
-        elif path.endswith(".weights.h5"):
-            ckpt_classes = default_classes if card else (num_classes or default_classes)
-            full = build(ckpt_classes)
-            _load_weights_file(full, path)
-        elif path.endswith(".keras"):
-            source = _read_keras_model(path)
-            saved_classes = _head_classes(source)
-            ckpt_classes = saved_classes or num_classes or default_classes
-            full = build(ckpt_classes)
-            _copy_layer_weights(source, full, path, skip=() if saved_classes else ("head",))
-            del source
-        else:
+        reader = next((r for suffix, r in WEIGHT_FORMATS if path.endswith(suffix)), None)
+        if reader is None:
             raise ValueError(f"Unsupported weight file {path}: use a published BiT .npz or a "
                              "Keras .weights.h5 file, or a .keras model file.")
+        full, ckpt_classes = reader(path, arch, build, num_classes or default_classes, card)
     else:
         raise TypeError(f"weights must be 'pretrained', None or a file path, got {weights!r}.")
 

@@ -8,6 +8,7 @@
 from absl import app, flags
 
 import common
+from kdzoo.recipe import FunMatchRecipe
 
 # The authors' settings: batch 512, 128 px, warm-up 1500, Adam + clip 1.0.
 PRESETS = {
@@ -16,9 +17,10 @@ PRESETS = {
     "long": dict(epochs=1_000_000, lr=3e-4, weight_decay=1e-5, temperature=1),
 }
 
+RECIPE = FunMatchRecipe("flowers102", "bit_r152x2.funmatch_teacher_flowers102_128", PRESETS)
 common.define_common_flags("/tmp/kdzoo/flowers102", PRESETS, "fast")
 common.define_funmatch_flags()
 flags.adopt_module_key_flags(common)  # --help lists the common flags too
 
 if __name__ == "__main__":
-    app.run(common.guarded(lambda argv: common.funmatch_main("flowers102", "bit_r152x2.funmatch_teacher_flowers102_128", PRESETS, argv)))
+    app.run(common.funmatch_app(RECIPE))

@@ -8,6 +8,7 @@
 from absl import app, flags
 
 import common
+from kdzoo.recipe import FunMatchRecipe
 
 # The authors' settings: batch 512, 128 px, warm-up 1500, Adam + clip 1.0.
 PRESETS = {
@@ -16,9 +17,10 @@ PRESETS = {
     "long": dict(epochs=3_000, lr=1e-2, weight_decay=1e-4, temperature=5),
 }
 
+RECIPE = FunMatchRecipe("food101", "bit_r152x2.funmatch_teacher_food101_128", PRESETS)
 common.define_common_flags("/tmp/kdzoo/food101", PRESETS, "fast")
 common.define_funmatch_flags()
 flags.adopt_module_key_flags(common)  # --help lists the common flags too
 
 if __name__ == "__main__":
-    app.run(common.guarded(lambda argv: common.funmatch_main("food101", "bit_r152x2.funmatch_teacher_food101_128", PRESETS, argv)))
+    app.run(common.funmatch_app(RECIPE))

@@ -2,7 +2,7 @@
 
 Parameter counts are compared with two independent references: the number in
 the registry (``reference_params``, the standard CIFAR-100 definition named in
-``reference``) and the module's own arithmetic from that PyTorch definition.
+``reference``) and the arithmetic of ``tests/reference/cifar_param_counts.py``.
 References (trainable parameters, 100 classes; BN running stats excluded):
 
 * cifar_resnet18/50/101/152 -- kuangliu/pytorch-cifar models/resnet.py (the BYOT
@@ -15,10 +15,10 @@ References (trainable parameters, 100 classes; BN running stats excluded):
 * cifar_pyramidnet101_240 -- dyhan0920/PyramidNet-PyTorch, bottleneck: 13,688,174.
 """
 
+import keras
 import numpy as np
 import pytest
-
-import keras
+from reference import cifar_param_counts as counts
 
 from kdzoo.models import (cifar_pyramidnet, cifar_resnet, cifar_resnext, cifar_vgg,
                           cifar_wrn)
@@ -46,15 +46,15 @@ def _trainable(model):
 def _arithmetic(name):
     if name.startswith("cifar_resnet"):
         blocks, bottleneck, _ = cifar_resnet._SPECS[name]
-        return cifar_resnet._param_count(blocks, bottleneck, 100)
+        return counts.resnet_params(blocks, bottleneck, 100)
     if name == "cifar_vgg19_bn":
-        return cifar_vgg._param_count(100)
+        return counts.vgg_params(100)
     if name == "cifar_resnext29_8x64d":
-        return cifar_resnext._param_count(100)
+        return counts.resnext_params(100)
     if name.startswith("cifar_wrn"):
         depth, k, _ = cifar_wrn._SPECS[name]
-        return cifar_wrn._param_count(depth, k, 100)
-    return cifar_pyramidnet._param_count(101, 240, 100)
+        return counts.wrn_params(depth, k, 100)
+    return counts.pyramidnet_params(101, 240, 100)
 
 
 def test_all_ten_registered_with_reference():
@@ -68,11 +68,11 @@ def test_all_ten_registered_with_reference():
 
 def test_reference_arithmetic_reproduces_published_counts():
     # Published 10-class counts of the same definitions (sanity of the arithmetic).
-    assert cifar_resnet._param_count((2, 2, 2, 2), False, 10) == 11_173_962
-    assert cifar_resnet._param_count((3, 4, 6, 3), True, 10) == 23_520_842
-    assert cifar_vgg._param_count(10) == 20_040_522
-    assert cifar_wrn._param_count(28, 10, 10) == 36_479_194
-    assert round(cifar_resnext._param_count(10) / 1e6, 1) == 34.4
+    assert counts.resnet_params((2, 2, 2, 2), False, 10) == 11_173_962
+    assert counts.resnet_params((3, 4, 6, 3), True, 10) == 23_520_842
+    assert counts.vgg_params(10) == 20_040_522
+    assert counts.wrn_params(28, 10, 10) == 36_479_194
+    assert round(counts.resnext_params(10) / 1e6, 1) == 34.4
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 import kdzoo.data as D
 from kdzoo.data import pipeline
+from reference.views import views_and_boxes
 
 TFDS_SPECS = [n for n in D.list_datasets() if D.get_spec(n).source == "tfds"]
 
@@ -363,7 +364,7 @@ def test_inception_crop_views_are_plain_bilinear_like_big_vision():
     image = np.random.default_rng(3).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
     for variant in ("same/ic", "funmatch", "ind/ic"):
         vm = ViewMaker(variant, 24, seed=5, flip=False)
-        v = vm.train_views(tf.constant(image), 2, 0, return_boxes=True)
+        v = views_and_boxes(vm, tf.constant(image), 2, 0)
         y, x, h, w = v["student_box"].numpy()
         expected = _np_bilinear(image[y:y + h, x:x + w], 24)
         np.testing.assert_allclose(v["student"].numpy(), expected, atol=1e-3)
@@ -383,7 +384,7 @@ def test_short_side_crops_use_area_resampling_like_resize_small():
     box = image[4:36, 9:41].astype(np.float64)
     np.testing.assert_allclose(got, box.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3)), atol=1e-3)
     rc = ViewMaker("same/rc", 16, seed=1, crop_fraction=0.8, flip=False)
-    v = rc.train_views(tf.constant(image), 0, 0, return_boxes=True)
+    v = views_and_boxes(rc, tf.constant(image), 0, 0)
     y, x, h, w = v["student_box"].numpy()
     assert (h, w) == (32, 32)
     block = image[y:y + 32, x:x + 32].astype(np.float64).reshape(16, 2, 16, 2, 3)

@@ -21,6 +21,7 @@ from kdzoo.data import augment
 from kdzoo.distill import losses
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.views import ViewMaker
+from reference.views import views_and_boxes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -229,7 +230,7 @@ def test_ind_variants_feed_independent_crops(variant):
     assert (per_image > 1.0).sum() >= 7, per_image
     vm = ViewMaker(variant, 16, seed=0)
     image = tf.constant(smooth_images(1, 48)[0])
-    v = vm.train_views(image, 3, 0, return_boxes=True)
+    v = views_and_boxes(vm, image, 3, 0)
     assert not np.array_equal(v["student_box"].numpy(), v["teacher_box"].numpy())
 
 
@@ -255,7 +256,7 @@ def test_cross_resolution_teacher_sees_the_same_box():
     same_err, ind_err = [], []
     # Train views are plain bilinear (big_vision inception_crop): compare like with like.
     for i, img in enumerate(images):
-        v = vm.train_views(tf.constant(img), i, 0, return_boxes=True)
+        v = views_and_boxes(vm, tf.constant(img), i, 0)
         np.testing.assert_array_equal(v["student_box"], v["teacher_box"])
         assert v["teacher"].shape == (32, 32, 3) and v["student"].shape == (16, 16, 3)
         down = tf.image.resize(v["teacher"], [16, 16], antialias=False).numpy()

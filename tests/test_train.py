@@ -62,8 +62,7 @@ from kdzoo.distribute import configure_logical_cpus
 configure_logical_cpus(2)
 import tensorflow_datasets as tfds
 from kdzoo.train import FunMatchRun, run_funmatch
-sys.path.insert(0, "recipes")
-from common import tiny_bit
+from kdzoo.models.bit import tiny_bit
 out = {}
 for strategy in ("default", "mirrored"):
     with tfds.testing.mock_data(num_examples=16):

@@ -10,6 +10,7 @@ import tensorflow as tf
 from kdzoo.distill import VARIANTS
 from kdzoo.distill.variants import VARIANT_TABLE, get_variant
 from kdzoo.distill.views import ViewMaker
+from reference.views import views_and_boxes
 
 ROWS = {row.name: row for row in VARIANT_TABLE}
 H, W, SIZE = 40, 56, 16
@@ -22,7 +23,7 @@ def _image(seed=0):
 
 def _views(name, n=12, **kwargs):
     vm = ViewMaker(name, SIZE, seed=3, inception_area_range=(0.2, 0.6), **kwargs)
-    return vm, [vm.train_views(_image(i), i, 0, return_boxes=True) for i in range(n)]
+    return vm, [views_and_boxes(vm, _image(i), i, 0) for i in range(n)]
 
 
 def test_the_table_is_the_exported_variant_list():

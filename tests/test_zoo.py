@@ -11,7 +11,7 @@ import pytest
 import kdzoo
 from kdzoo import registry, zoo
 from kdzoo.errors import CheckpointError, DownloadError
-from bit_reference import (bit_checkpoint_shapes, bit_forward, random_bit_checkpoint,
+from reference.bit_reference import (bit_checkpoint_shapes, bit_forward, random_bit_checkpoint,
                            to_big_vision)
 
 IMAGE = 64  # BiT is fully convolutional: a small input keeps the NumPy reference fast
@@ -130,9 +130,7 @@ def test_parameter_counts_match_the_published_layout(depth, width):
 
 
 def test_scratch_students_get_bit_papers_zero_head(images):
-    import sys
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "recipes"))
-    from common import load_student
+    from kdzoo.recipe import load_student
     from kdzoo.models.bit import build_bit, zero_init_head
 
     # big_vision models/bit_paper.py: head_zeroinit=True (kernel and bias zero).

@@ -198,35 +198,50 @@ class ViewMaker:
         return self.row.student_crop
 
     # -- per-image train views -----------------------------------------------
-    def train_views(self, image, index, epoch, return_boxes=False):
-        """Views of one raw image ``[H, W, C]`` for image ``index`` in ``epoch``."""
+    def train_boxes(self, image, index, epoch):
+        """Where the views of image ``index`` in ``epoch`` come from, before rendering.
+
+        ``{"student_box", "student_flip"}`` plus ``"teacher_box"`` / ``"teacher_flip"``
+        for online teachers; boxes are ``[top, left, height, width]`` in source
+        pixels. The same keys as :meth:`train_views` uses, so they describe exactly
+        the views it renders (for inspection and plots).
+        """
         image = augment.check_min_size(image, self.min_image_size)
         key = augment.make_key(self.seed, epoch, index)
-        s_key = augment.make_key(key, augment.STUDENT_CROP)
         kind = self._student_kind()
-        s_box = self._box(kind, image, s_key)
+        s_box = self._box(kind, image, augment.make_key(key, augment.STUDENT_CROP))
         s_flip = (self._flip(augment.make_key(key, augment.STUDENT_FLIP))
                   if self.row.student_flip else tf.constant(False))
-        out = {"student": augment.maybe_flip(
-            self._render(image, s_box, self.image_size, kind), s_flip)}
-        if return_boxes:
-            out["student_box"] = s_box
-            out["student_flip"] = s_flip
+        out = {"student_box": s_box, "student_flip": s_flip}
         if self.fixed:
-            out["index"] = tf.cast(index, tf.int64)
             return out
         if self.shared:
             t_box, t_flip = s_box, s_flip
-        else:  # ind/*: an independent box and flip of the same kind
+        else:  # independent: its own box and flip of the same kind
             t_box = self._box(kind, image, augment.make_key(key, augment.TEACHER_CROP))
             t_flip = self._flip(augment.make_key(key, augment.TEACHER_FLIP))
-        if self.emits_teacher_view or return_boxes:
+        return dict(out, teacher_box=t_box, teacher_flip=t_flip)
+
+    def train_views(self, image, index, epoch):
+        """Views of one raw image ``[H, W, C]`` for image ``index`` in ``epoch``."""
+        image = augment.check_min_size(image, self.min_image_size)
+        boxes = self.train_boxes(image, index, epoch)
+        kind = self._student_kind()
+        out = {"student": augment.maybe_flip(
+            self._render(image, boxes["student_box"], self.image_size, kind),
+            boxes["student_flip"])}
+        if self.fixed:
+            out["index"] = tf.cast(index, tf.int64)
+        elif self.emits_teacher_view:
             out["teacher"] = augment.maybe_flip(
-                self._render(image, t_box, self.teacher_image_size, kind), t_flip)
-        if return_boxes:
-            out["teacher_box"] = t_box
-            out["teacher_flip"] = t_flip
+                self._render(image, boxes["teacher_box"], self.teacher_image_size, kind),
+                boxes["teacher_flip"])
         return out
+
+    def render_teacher(self, image, box, flip):
+        """The teacher's view of ``box`` / ``flip`` at its own size (see :meth:`train_boxes`)."""
+        return augment.maybe_flip(
+            self._render(image, box, self.teacher_image_size, self._student_kind()), flip)
 
     def batch_views(self, batch, epoch, step):
         """Batch-level part of the views: mixup where the row has it (shared by both)."""

@@ -1,13 +1,13 @@
-"""Every zoo architecture; importing this package registers them all."""
+"""Every zoo architecture; importing this package registers them all.
 
-from kdzoo.models import (  # noqa: F401
-    bit,
-    cifar_pyramidnet,
-    cifar_resnet,
-    cifar_resnext,
-    cifar_vgg,
-    cifar_wrn,
-    fmnist,
-    mobilenet,
-)
+Every module of the package is imported here (found with ``pkgutil``), so a new
+family registers by existing: there is no import list to forget.
+"""
+
+import importlib
+import pkgutil
+
 from kdzoo.models.common import stage_names, stage_outputs  # noqa: F401
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

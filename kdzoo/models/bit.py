@@ -14,7 +14,7 @@ import numpy as np
 from keras import ops
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 GN_GROUPS = 32
@@ -121,15 +121,26 @@ def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224
     return model
 
 
+def tiny_bit(num_classes, input_shape, head_zeroinit=False):
+    """A 1-unit-per-block, half-width BiT: the stand-in of recipes' ``--smoke`` runs.
+
+    Not registered in the zoo (no paper, no weights); it has BiT's layer names
+    and stages, so every code path of a BiT run is exercised in seconds.
+    """
+    return build_bit(50, 0.5, num_classes=num_classes, input_shape=input_shape,
+                     units=(1, 1, 1, 1), name="tiny_bit", head_zeroinit=head_zeroinit)
+
+
 def _register(depth, width):
     def builder(num_classes=1000, include_top=True, input_shape=(224, 224, 3), pooling=None,
                 **kwargs):
         return build_bit(depth, width, num_classes, include_top, input_shape, pooling, **kwargs)
 
-    register_architecture(
-        f"bit_r{depth}x{width}", builder, input_size=224, num_classes=1000, family="bit",
+    register(
+        f"bit_r{depth}x{width}", input_size=224, num_classes=1000, family="bit",
         description=f"BiT ResNet-v2 R{depth}x{width} (GroupNorm + weight standardisation)",
-        reference="google-research/big_transfer; timm resnetv2_*_bit (1000-class head)")
+        reference="google-research/big_transfer; timm resnetv2_*_bit (1000-class head)",
+    )(builder)
 
 
 for _depth, _width in ((50, 1), (50, 3), (101, 1), (101, 3), (152, 2), (152, 4)):

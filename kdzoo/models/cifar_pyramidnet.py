@@ -19,7 +19,7 @@ from keras import ops
 
 from kdzoo.models.cifar_resnet import bn, conv, preprocess, relu
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 
 @keras.saving.register_keras_serializable(package="kdzoo")
@@ -98,17 +98,13 @@ def cifar_pyramidnet(depth=101, alpha=240, num_classes=100, include_top=True,
     return keras.Model(inputs, outputs, name=name or f"cifar_pyramidnet{depth}_{alpha}")
 
 
-def _param_count(depth, alpha, num_classes):
-    """Trainable parameters of dyhan0920's PyTorch PyramidNet (independent arithmetic)."""
-    units, _ = unit_widths(depth, alpha)
-    total = 3 * 16 * 9 + 2 * 16
-    for in_ch, planes, _ in units:
-        total += 2 * in_ch + in_ch * planes + 2 * planes + planes * planes * 9
-        total += 2 * planes + planes * planes * 4 + 2 * planes * 4
-    final = units[-1][1] * 4
-    return total + 2 * final + final * num_classes + num_classes
-
-
+@register(
+    "cifar_pyramidnet101_240", input_size=32, num_classes=100,
+    family="cifar_pyramidnet",
+    description="CIFAR PyramidNet-101, alpha 240, bottleneck units (3 sections)",
+    reference_params=13_688_174,
+    reference="Han et al. 2017; dyhan0920/PyramidNet-PyTorch PyramidNet.py "
+              "PyramidNet('cifar100', 101, 240, 100, bottleneck=True)")
 def cifar_pyramidnet101_240(num_classes=100, include_top=True, input_shape=(32, 32, 3),
                             pooling=None, **kwargs):
     """PyramidNet-101, alpha 240, bottleneck units (11 per section)."""
@@ -116,11 +112,3 @@ def cifar_pyramidnet101_240(num_classes=100, include_top=True, input_shape=(32, 
                             input_shape=input_shape, pooling=pooling,
                             name="cifar_pyramidnet101_240", **kwargs)
 
-
-register_architecture(
-    "cifar_pyramidnet101_240", cifar_pyramidnet101_240, input_size=32, num_classes=100,
-    family="cifar_pyramidnet",
-    description="CIFAR PyramidNet-101, alpha 240, bottleneck units (3 sections)",
-    reference_params=13_688_174,
-    reference="Han et al. 2017; dyhan0920/PyramidNet-PyTorch PyramidNet.py "
-              "PyramidNet('cifar100', 101, 240, 100, bottleneck=True)")

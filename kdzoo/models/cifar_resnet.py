@@ -16,7 +16,7 @@ BN moving statistics are not parameters) of the 100-class model.
 import keras
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -100,28 +100,6 @@ def cifar_resnet(blocks, bottleneck, num_classes=100, include_top=True,
     return keras.Model(inputs, outputs, name=name)
 
 
-def _param_count(blocks, bottleneck, num_classes, width=64):
-    """Trainable parameters of kuangliu's PyTorch definition (independent arithmetic)."""
-    expansion = 4 if bottleneck else 1
-    total = 3 * 9 * width + 2 * width  # stem conv + BN
-    in_ch = width
-    for s, count in enumerate(blocks, start=1):
-        planes = width * 2 ** (s - 1)
-        for b in range(count):
-            stride = 2 if (s > 1 and b == 0) else 1
-            if bottleneck:
-                total += in_ch * planes + 2 * planes
-                total += planes * planes * 9 + 2 * planes
-                total += planes * planes * 4 + 2 * planes * 4
-            else:
-                total += in_ch * planes * 9 + 2 * planes
-                total += planes * planes * 9 + 2 * planes
-            if stride != 1 or in_ch != planes * expansion:
-                total += in_ch * planes * expansion + 2 * planes * expansion
-            in_ch = planes * expansion
-    return total + in_ch * num_classes + num_classes
-
-
 _REFERENCE = ("kuangliu/pytorch-cifar models/resnet.py (also luanyunteng/"
               "pytorch-be-your-own-teacher); 10-class counts 11,173,962 / 23,520,842 / "
               "42,512,970 / 58,156,618 + the 100-class head")
@@ -146,9 +124,8 @@ def _make_builder(arch_name, blocks, bottleneck):
 
 
 for _name, (_blocks, _bottleneck, _ref) in _SPECS.items():
-    globals()[_name] = register_architecture(
-        _name, _make_builder(_name, _blocks, _bottleneck), input_size=32, num_classes=100,
-        family="cifar_resnet",
+    globals()[_name] = register(
+        _name, input_size=32, num_classes=100, family="cifar_resnet",
         description=f"CIFAR ResNet-{_name[len('cifar_resnet'):]} (3x3 stride-1 stem, "
                     "4 sections, 32x32 inputs)",
-        reference_params=_ref, reference=_REFERENCE)
+        reference_params=_ref, reference=_REFERENCE)(_make_builder(_name, _blocks, _bottleneck))

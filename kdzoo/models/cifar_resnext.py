@@ -14,7 +14,7 @@ import keras
 
 from kdzoo.models.cifar_resnet import bn, conv, preprocess, relu
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 
 def _unit(x, out_channels, stride, cardinality, base_width, widen_factor, name):
@@ -55,31 +55,16 @@ def cifar_resnext(depth=29, cardinality=8, base_width=64, widen_factor=4, num_cl
     return keras.Model(inputs, outputs, name=name)
 
 
-def _param_count(num_classes, depth=29, cardinality=8, base_width=64, widen_factor=4):
-    """Trainable parameters of prlz77's PyTorch CifarResNeXt (independent arithmetic)."""
-    total, in_ch = 3 * 64 * 9 + 2 * 64, 64
-    for s in range(3):
-        out = 64 * widen_factor * 2 ** s
-        d = cardinality * int(base_width * out / (widen_factor * 64.0))
-        for _ in range((depth - 2) // 9):
-            total += in_ch * d + 2 * d + d * (d // cardinality) * 9 + 2 * d + d * out + 2 * out
-            if in_ch != out:
-                total += in_ch * out + 2 * out
-            in_ch = out
-    return total + in_ch * num_classes + num_classes
-
-
+@register(
+    "cifar_resnext29_8x64d", input_size=32, num_classes=100,
+    family="cifar_resnext",
+    description="CIFAR ResNeXt-29 8x64d (3 sections, grouped 3x3 convs)",
+    reference_params=34_518_948,
+    reference="prlz77/ResNeXt.pytorch models/model.py CifarResNeXt(8, 29, 100, 64, 4); "
+              "Xie et al. 2017 report 34.4M (34,426,698 with 10 classes)")
 def cifar_resnext29_8x64d(num_classes=100, include_top=True, input_shape=(32, 32, 3),
                           pooling=None, **kwargs):
     """CIFAR ResNeXt-29, cardinality 8, bottleneck width 64d."""
     return cifar_resnext(29, 8, num_classes=num_classes, include_top=include_top,
                          input_shape=input_shape, pooling=pooling, **kwargs)
 
-
-register_architecture(
-    "cifar_resnext29_8x64d", cifar_resnext29_8x64d, input_size=32, num_classes=100,
-    family="cifar_resnext",
-    description="CIFAR ResNeXt-29 8x64d (3 sections, grouped 3x3 convs)",
-    reference_params=34_518_948,
-    reference="prlz77/ResNeXt.pytorch models/model.py CifarResNeXt(8, 29, 100, 64, 4); "
-              "Xie et al. 2017 report 34.4M (34,426,698 with 10 classes)")

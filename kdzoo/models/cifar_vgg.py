@@ -11,7 +11,7 @@ import keras
 
 from kdzoo.models.cifar_resnet import BN_EPSILON, BN_MOMENTUM, preprocess
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 VGG19_CFG = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
              (512, 512, 512, 512))
@@ -37,26 +37,15 @@ def cifar_vgg(cfg=VGG19_CFG, num_classes=100, include_top=True, input_shape=(32,
     return keras.Model(inputs, outputs, name=name)
 
 
-def _param_count(num_classes, cfg=VGG19_CFG):
-    """Trainable parameters of kuangliu's PyTorch VGG19 (independent arithmetic)."""
-    total, in_ch = 0, 3
-    for widths in cfg:
-        for width in widths:
-            total += in_ch * width * 9 + width + 2 * width
-            in_ch = width
-    return total + in_ch * num_classes + num_classes
-
-
+@register(
+    "cifar_vgg19_bn", input_size=32, num_classes=100, family="cifar_vgg",
+    description="CIFAR VGG-19 with batch norm, single Dense classifier (4 sections)",
+    reference_params=20_086_692,
+    reference="kuangliu/pytorch-cifar models/vgg.py VGG('VGG19') "
+              "(20,040,522 with 10 classes + the 100-class head)")
 def cifar_vgg19_bn(num_classes=100, include_top=True, input_shape=(32, 32, 3), pooling=None,
                    **kwargs):
     """CIFAR VGG-19-BN (kuangliu/pytorch-cifar)."""
     return cifar_vgg(VGG19_CFG, num_classes=num_classes, include_top=include_top,
                      input_shape=input_shape, pooling=pooling, **kwargs)
 
-
-register_architecture(
-    "cifar_vgg19_bn", cifar_vgg19_bn, input_size=32, num_classes=100, family="cifar_vgg",
-    description="CIFAR VGG-19 with batch norm, single Dense classifier (4 sections)",
-    reference_params=20_086_692,
-    reference="kuangliu/pytorch-cifar models/vgg.py VGG('VGG19') "
-              "(20,040,522 with 10 classes + the 100-class head)")

@@ -21,7 +21,7 @@ import keras
 
 from kdzoo.models.cifar_resnet import bn, conv, preprocess, relu
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 
 def units_per_section(depth):
@@ -67,20 +67,6 @@ def cifar_wrn(depth, widen_factor, num_classes=100, include_top=True,
     return keras.Model(inputs, outputs, name=name or f"cifar_wrn{depth}_{widen_factor}")
 
 
-def _param_count(depth, k, num_classes):
-    """Trainable parameters of xternalz's PyTorch WideResNet (independent arithmetic)."""
-    n = units_per_section(depth)
-    total, in_ch = 3 * 16 * 9, 16
-    for s in range(3):
-        out = 16 * k * 2 ** s
-        for _ in range(n):
-            total += 2 * in_ch + in_ch * out * 9 + 2 * out + out * out * 9
-            if in_ch != out:
-                total += in_ch * out
-            in_ch = out
-    return total + 2 * in_ch + in_ch * num_classes + num_classes
-
-
 _SPECS = {
     "cifar_wrn20_8": (20, 8, 17_204_276),
     "cifar_wrn44_8": (44, 8, 41_991_220),
@@ -99,12 +85,12 @@ def _make_builder(arch_name, depth, k):
 
 
 for _name, (_depth, _k, _ref) in _SPECS.items():
-    globals()[_name] = register_architecture(
-        _name, _make_builder(_name, _depth, _k), input_size=32, num_classes=100,
-        family="cifar_wrn",
+    globals()[_name] = register(
+        _name, input_size=32, num_classes=100, family="cifar_wrn",
         description=f"CIFAR Wide ResNet-{_depth}-{_k} ({units_per_section(_depth)} "
                     "pre-activation units per section, 3 sections)",
         reference_params=_ref,
         reference="Zagoruyko & Komodakis 2016 as in xternalz/WideResNet-pytorch "
                   "wideresnet.py" + ("" if (_depth - 4) % 6 == 0 else
-                                     "; depth counted 6n+2 like ResNet-20/44"))
+                                     "; depth counted 6n+2 like ResNet-20/44"),
+    )(_make_builder(_name, _depth, _k))

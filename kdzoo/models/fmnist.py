@@ -12,7 +12,7 @@ the student (``fmnist_cnn_w16``: 16-32-64, ~0.07M params). Sections end in
 import keras
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 
 def build_fmnist_cnn(width=32, num_classes=10, include_top=True, input_shape=(28, 28, 1),
@@ -40,10 +40,11 @@ def _register(width, role):
                 **kwargs):
         return build_fmnist_cnn(width, num_classes, include_top, input_shape, pooling, **kwargs)
 
-    register_architecture(
-        f"fmnist_cnn_w{width}", builder, input_size=28, num_classes=10, family="fmnist",
+    register(
+        f"fmnist_cnn_w{width}", input_size=28, num_classes=10, family="fmnist",
         channels=1, description=f"Fashion-MNIST {role}: 3 sections x 2 conv-BN-ReLU, "
-                                f"widths {width}-{2 * width}-{4 * width}")
+                                f"widths {width}-{2 * width}-{4 * width}",
+    )(builder)
 
 
 _register(32, "teacher")

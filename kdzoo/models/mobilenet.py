@@ -19,7 +19,7 @@ from ``keras.applications`` would not match the re-wired top anyway.
 import keras
 
 from kdzoo.models import common
-from kdzoo.registry import register_architecture
+from kdzoo.registry import register
 
 # Block outputs that end the sections at strides 4, 8 and 16 (stride 32 is the
 # backbone's output). Names are fixed by keras.applications' MobileNetV3 code.
@@ -83,6 +83,14 @@ def _build(size, num_classes=1000, include_top=True, input_shape=(224, 224, 3),
     return keras.Model(inputs, x, name=name or f"mobilenet_v3_{size}")
 
 
+_REFERENCE = "Howard et al., Searching for MobileNetV3, ICCV 2019"
+
+
+@register(
+    "mobilenet_v3_small", input_size=224, num_classes=1000, family="mobilenet",
+    description="MobileNetV3-Small (keras.applications graph, kdzoo stage markers "
+    "and head); a student of another family (Beyer et al. 2022)",
+    reference_params=2_554_968, reference=_REFERENCE)
 def mobilenet_v3_small(num_classes=1000, include_top=True, input_shape=(224, 224, 3),
                        pooling=None, **kwargs):
     """MobileNetV3-Small (alpha 1.0: 2.5M parameters with a 1000-class head)."""
@@ -90,21 +98,13 @@ def mobilenet_v3_small(num_classes=1000, include_top=True, input_shape=(224, 224
                   input_shape=input_shape, pooling=pooling, **kwargs)
 
 
+@register(
+    "mobilenet_v3_large", input_size=224, num_classes=1000, family="mobilenet",
+    description="MobileNetV3-Large (keras.applications graph, kdzoo stage markers "
+    "and head); a student of another family (Beyer et al. 2022)",
+    reference_params=5_507_432, reference=_REFERENCE)
 def mobilenet_v3_large(num_classes=1000, include_top=True, input_shape=(224, 224, 3),
                        pooling=None, **kwargs):
     """MobileNetV3-Large (alpha 1.0: 5.5M parameters with a 1000-class head)."""
     return _build("large", num_classes=num_classes, include_top=include_top,
                   input_shape=input_shape, pooling=pooling, **kwargs)
-
-
-_REFERENCE = "Howard et al., Searching for MobileNetV3, ICCV 2019"
-register_architecture(
-    "mobilenet_v3_small", mobilenet_v3_small, input_size=224, num_classes=1000,
-    family="mobilenet", description="MobileNetV3-Small (keras.applications graph, "
-    "kdzoo stage markers and head); a student of another family (Beyer et al. 2022)",
-    reference_params=2_554_968, reference=_REFERENCE)
-register_architecture(
-    "mobilenet_v3_large", mobilenet_v3_large, input_size=224, num_classes=1000,
-    family="mobilenet", description="MobileNetV3-Large (keras.applications graph, "
-    "kdzoo stage markers and head); a student of another family (Beyer et al. 2022)",
-    reference_params=5_507_432, reference=_REFERENCE)

@@ -1,0 +1,188 @@
+"""What a FunMatch recipe does with its options: the logic behind ``recipes/*.py``.
+
+Why here: a recipe file is a config (dataset, the paper's teacher, presets); the
+code that turns options into runs is the same for every dataset and belongs to
+the library, where it is tested once: the ``--smoke`` substitution (tiny BiTs on
+``tfds.testing.mock_data``), ``--dry_run``, the data check before any download,
+and the grid loop with its summary. ``options`` is any object with the
+recipes' option names as attributes (absl's ``FLAGS`` in the recipes); nothing
+here parses a command line.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+
+from kdzoo.errors import RecipeError
+
+SMOKE_EXAMPLES = 8  # per split under --smoke: two steps of batch 4
+SMOKE_STEPS = 2     # under --smoke a log / checkpoint interval is one pass over the data
+
+
+@dataclasses.dataclass(frozen=True)
+class FunMatchRecipe:
+    """One dataset's FunMatch recipe: the data a ``recipes/<name>.py`` holds."""
+
+    dataset: str
+    teacher: str                 # zoo card of the paper's teacher for this dataset
+    presets: dict                # name -> dict(epochs, lr, weight_decay, temperature, ...;
+                                 # optionally "teacher": that preset's own teacher card)
+    default_preset: str = "fast"
+    student: str = "bit_r50x1"
+
+
+@contextlib.contextmanager
+def maybe_mock_data(smoke, num_examples=SMOKE_EXAMPLES):
+    """Under --smoke, every TFDS dataset is replaced by random data of its real spec."""
+    if not smoke:
+        yield
+        return
+    import tensorflow_datasets as tfds
+    with tfds.testing.mock_data(num_examples=num_examples,
+                                policy=tfds.testing.MockPolicy.USE_CODE):
+        yield
+
+
+def load_student(name, init, **kwargs):
+    """``kdzoo.load(name, weights=init)``; from scratch (``init`` None) a BiT gets
+    big_vision ``bit_paper``'s zero-initialised head."""
+    import kdzoo
+    from kdzoo.models.bit import zero_init_head
+    model = kdzoo.load(name, weights=init, **kwargs)
+    if init is None and kdzoo.model_info(name)["family"] == "bit":
+        zero_init_head(model)
+    return model
+
+
+def teacher_loader(name_or_path, default):
+    """``--teacher``: a zoo name, or a local weight / model file of the default teacher."""
+    import kdzoo
+    value = name_or_path or default
+    if os.sep in value or value.endswith((".npz", ".h5", ".keras")):
+        if not os.path.exists(value):
+            raise RecipeError(f"--teacher={value}: no such file. Pass a zoo name (e.g. "
+                              f"{default}) or the path of a downloaded .npz / .weights.h5 / "
+                              ".keras file.")
+        return functools.partial(kdzoo.load, default, weights=value)
+    return functools.partial(kdzoo.load, value)
+
+
+def run_flags(options, smoke):
+    """The step / checkpoint fields of a run, from the options."""
+    return dict(log_every_steps=options.log_every_steps or (SMOKE_STEPS if smoke else 500),
+                checkpoint_every_steps=options.checkpoint_every_steps
+                or (SMOKE_STEPS if smoke else 5000),
+                checkpoint_every_minutes=options.checkpoint_every_minutes,
+                keep_checkpoints=options.keep_checkpoints)
+
+
+def print_plan(run, **names):
+    """``--dry_run``: a run's plan as one JSON line (:func:`kdzoo.train.plan`)."""
+    from kdzoo.train import plan
+    print(json.dumps(dict(plan(run)[1], **names), sort_keys=True))
+
+
+def _models(recipe, spec, options, size, teacher_size):
+    """(teacher, student, teacher size): the recipe's, or tiny BiTs under --smoke."""
+    from kdzoo.models.bit import tiny_bit
+    if options.smoke:
+        teacher_shape = ((48 if teacher_size else size),) * 2 + (3,)
+        return (functools.partial(tiny_bit, spec.num_classes, teacher_shape),
+                functools.partial(tiny_bit, spec.num_classes, (size, size, 3),
+                                  head_zeroinit=True), teacher_size and 48)
+    student = functools.partial(load_student, options.student, options.student_init,
+                                num_classes=spec.num_classes, input_shape=(size, size, 3))
+    return teacher_loader(options.teacher, _teacher_card(recipe, options)), student, teacher_size
+
+
+def _teacher_card(recipe, options):
+    return recipe.presets[options.preset].get("teacher", recipe.teacher)
+
+
+def funmatch_base(recipe, options):
+    """The :class:`kdzoo.train.FunMatchRun` fields of a recipe run (all but workdir/params)."""
+    from kdzoo.data import get_spec
+    spec, preset, smoke = get_spec(recipe.dataset), dict(recipe.presets[options.preset]), \
+        options.smoke
+    size = 32 if smoke else preset.get("image_size", spec.input_size)
+    teacher_size = options.teacher_image_size or preset.get("teacher_image_size") or None
+    teacher, student, teacher_size = _models(recipe, spec, options, size, teacher_size)
+    source = options.distill_dataset or recipe.dataset
+    return dict(
+        dataset=recipe.dataset, teacher=teacher, student=student, variant=options.variant,
+        temperature=preset["temperature"], lr=preset["lr"], weight_decay=preset["weight_decay"],
+        epochs=options.epochs or (1 if smoke else preset["epochs"]),
+        batch_size=options.batch_size or (4 if smoke else preset.get("batch_size", 512)),
+        warmup_steps=2 if smoke else preset.get("warmup_steps", 1500),
+        image_size=size, teacher_image_size=teacher_size,
+        distill_dataset=None if source == recipe.dataset else source,
+        data_dir=options.data_dir, strategy=options.strategy,
+        mixed_precision=options.mixed_precision, jit_compile=options.xla, seed=options.seed,
+        deterministic=options.deterministic,
+        num_train_examples=SMOKE_EXAMPLES if smoke else None,
+        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto",
+        overwrite=options.overwrite, **run_flags(options, smoke))
+
+
+def _dry_run(recipe, options, base):
+    from kdzoo.train import FunMatchRun
+    smoke = options.smoke
+    print_plan(FunMatchRun(workdir=options.workdir, **base),
+               teacher="tiny_bit" if smoke else (options.teacher or _teacher_card(recipe, options)),
+               student="tiny_bit" if smoke else options.student,
+               student_init=None if smoke else options.student_init, variant=options.variant)
+
+
+def _require_data(recipe, options):
+    """Before any download: a teacher is no use without the data."""
+    from kdzoo.data.pipeline import require_prepared
+    for name in dict.fromkeys((options.distill_dataset or recipe.dataset, recipe.dataset)):
+        require_prepared(name, options.data_dir)
+
+
+def _one_run(recipe, options, base):
+    from kdzoo.train import FunMatchRun, run_funmatch
+    preset = recipe.presets[options.preset]
+    metrics = run_funmatch(FunMatchRun(workdir=options.workdir, params={
+        k: preset[k] for k in ("lr", "weight_decay", "temperature")}, **base))
+    print(f"minival accuracy {metrics['minival']['accuracy']:.4f}  "
+          f"test accuracy {metrics['test']['accuracy']:.4f}  "
+          f"agreement {metrics['test']['agreement']:.4f}")
+
+
+def _grid(options, base):
+    """The paper's grid (or one point of it); points share every other setting."""
+    from kdzoo import grid as grids
+    from kdzoo import run_dir
+    from kdzoo.train import FunMatchRun, run_funmatch
+    points = grids.expand_grid(grids.FUNMATCH_GRID)
+    indices = range(len(points)) if options.grid_index is None else [options.grid_index]
+    shared = {k: run_dir.describe(v) for k, v in base.items()
+              if k not in grids.FUNMATCH_GRID and k != "overwrite"}
+    run_dir.check_grid(options.workdir, shared, overwrite=options.overwrite,
+                       whole_grid=options.grid_index is None,
+                       point_dirs=[grids.point_dir(options.workdir, i)
+                                   for i in range(len(points))])
+    for index in indices:
+        point = grids.grid_point(grids.FUNMATCH_GRID, index)
+        run_funmatch(FunMatchRun(workdir=grids.point_dir(options.workdir, index),
+                                 params=point, **dict(base, **point)))
+    rows = grids.finished_points(options.workdir)
+    print(grids.summary_table(rows))
+    best, metrics = grids.best_point(rows)
+    print(f"best on minival: point {best} {metrics['params']}")
+
+
+def run_funmatch_recipe(recipe, options):
+    """Everything ``python recipes/<dataset>.py [options]`` does."""
+    base = funmatch_base(recipe, options)
+    if options.dry_run:
+        return _dry_run(recipe, options, base)
+    if not options.smoke:
+        _require_data(recipe, options)
+    with maybe_mock_data(options.smoke):
+        if options.grid or options.grid_index is not None:  # --grid_index implies --grid
+            return _grid(options, base)
+        return _one_run(recipe, options, base)
