@@ -23,3 +23,7 @@ class NonFiniteInputError(ValueError):
 
 class RecipeError(ValueError):
     """A recipe's option cannot be used as given (the message says which and what to do)."""
+
+
+# Errors whose message tells the user what to change: recipes print them without a traceback.
+FIXABLE = (CheckpointError, SettingsMismatchError, WorkdirInUseError, RecipeError)

@@ -186,3 +186,67 @@ def run_funmatch_recipe(recipe, options):
         if options.grid or options.grid_index is not None:  # --grid_index implies --grid
             return _grid(options, base)
         return _one_run(recipe, options, base)
+
+
+@dataclasses.dataclass(frozen=True)
+class SelfDistillRecipe:
+    """A self-distillation recipe (Zhang et al. 2019): dataset and the authors' schedule."""
+
+    dataset: str = "cifar100"
+    epochs: int = 250          # train.py line 17
+    batch_size: int = 128      # train.py line 23
+    image_size: int = 32
+
+
+def _official_sgd(lr, weight_decay, epochs, total_steps):
+    """``TorchSGD`` with the official per-epoch schedule, for ``total_steps`` steps."""
+    from kdzoo.distill.torch_sgd import TorchSGD, official_schedule
+    steps_per_epoch = max(1, total_steps // epochs)
+    return TorchSGD(official_schedule(steps_per_epoch, epochs, lr), momentum=0.9,
+                    weight_decay=weight_decay)
+
+
+def self_distill_run(recipe, options):
+    """The :class:`kdzoo.train.SupervisedRun` of ``--arch/--mode`` (tiny net under --smoke)."""
+    import kdzoo
+    from kdzoo.data import get_spec
+    from kdzoo.train import SupervisedRun
+    spec, smoke = get_spec(recipe.dataset), options.smoke
+    size = recipe.image_size
+    arch = "fmnist_cnn_w16" if smoke else options.arch  # same stage layout, at 32x32x3
+    model = functools.partial(kdzoo.load, arch, weights=None, num_classes=spec.num_classes,
+                              **({"input_shape": (size, size, 3)} if smoke else {}))
+    epochs = options.epochs or (1 if smoke else recipe.epochs)
+    train_split = None if options.minival else "train"  # all 50,000 unless --minival
+    return SupervisedRun(
+        dataset=recipe.dataset, model=model, train_split=train_split,
+        optimizer=functools.partial(_official_sgd, options.lr, options.weight_decay, epochs),
+        workdir=options.workdir, method="labels" if options.mode == "plain" else options.mode,
+        epochs=epochs, batch_size=options.batch_size or (4 if smoke else recipe.batch_size),
+        image_size=size, crop="pad", alpha=options.alpha, temperature=options.temperature,
+        feature_weight=options.feature_weight, data_dir=options.data_dir,
+        strategy=options.strategy, mixed_precision=options.mixed_precision,
+        jit_compile=options.xla, seed=options.seed, deterministic=options.deterministic,
+        num_train_examples=SMOKE_EXAMPLES if smoke else None,
+        eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
+        params={"arch": options.arch, "mode": options.mode,
+                "train_split": train_split or spec.train_split,
+                "optimizer": "TorchSGD(momentum=0.9, coupled weight decay)",
+                "weight_decay": options.weight_decay, "lr": options.lr},
+        overwrite=options.overwrite, **run_flags(options, smoke))
+
+
+def run_self_distill_recipe(recipe, options):
+    """Everything ``python recipes/cifar100.py [options]`` does."""
+    from kdzoo.data.pipeline import require_prepared
+    from kdzoo.train import run_supervised
+    run = self_distill_run(recipe, options)
+    if options.dry_run:
+        return print_plan(run, mode=options.mode,
+                          teacher=None if options.mode == "plain" else "self (deepest exit)",
+                          student="fmnist_cnn_w16" if options.smoke else options.arch)
+    if not options.smoke:
+        require_prepared(recipe.dataset, options.data_dir)
+    with maybe_mock_data(options.smoke):
+        metrics = run_supervised(run)
+    print({k: round(v, 4) for k, v in metrics["test"].items()})

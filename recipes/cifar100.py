@@ -21,12 +21,10 @@ AutoAugment's CIFAR-10 policy and Cutout (16 px) (lines 34-38); kdzoo's input
 pipeline has neither, so expect their numbers to be somewhat higher.
 """
 
-import dataclasses
-import functools
-
 from absl import app, flags
 
 import common
+from kdzoo.recipe import SelfDistillRecipe, run_self_distill_recipe
 
 ARCHS = ("cifar_vgg19_bn", "cifar_resnet18", "cifar_resnet50", "cifar_resnet101",
          "cifar_resnet152", "cifar_resnext29_8x64d", "cifar_wrn20_8", "cifar_wrn44_8",
@@ -50,55 +48,12 @@ flags.adopt_module_key_flags(common)  # --help lists the common flags too
 FLAGS = flags.FLAGS
 
 
-def sgd_steps(lr, weight_decay, epochs, total_steps):
-    """``TorchSGD`` with the official per-epoch schedule, for ``total_steps`` steps."""
-    from kdzoo.distill.torch_sgd import TorchSGD, official_schedule
-    steps_per_epoch = max(1, total_steps // epochs)
-    return TorchSGD(official_schedule(steps_per_epoch, epochs, lr), momentum=0.9,
-                    weight_decay=weight_decay)
+RECIPE = SelfDistillRecipe("cifar100", epochs=OFFICIAL_EPOCHS)
 
 
 def main(argv):
     del argv
-    import kdzoo
-    from kdzoo.data import get_spec
-    from kdzoo.train import SupervisedRun, run_supervised
-
-    smoke = FLAGS.smoke
-    if smoke:  # a tiny net with the same stage layout, at CIFAR's 32x32x3
-        model = functools.partial(kdzoo.load, "fmnist_cnn_w16", weights=None, num_classes=100,
-                                  input_shape=(32, 32, 3))
-    else:
-        model = functools.partial(kdzoo.load, FLAGS.arch, weights=None, num_classes=100)
-    spec = get_spec("cifar100")
-    if not FLAGS.minival:
-        spec = dataclasses.replace(spec, train_split="train")  # all 50,000
-    epochs = FLAGS.epochs or (1 if smoke else OFFICIAL_EPOCHS)
-    run = SupervisedRun(
-        dataset=spec, model=model,
-        optimizer=functools.partial(sgd_steps, FLAGS.lr, FLAGS.weight_decay, epochs),
-        workdir=FLAGS.workdir, method="labels" if FLAGS.mode == "plain" else FLAGS.mode,
-        epochs=epochs, batch_size=FLAGS.batch_size or (4 if smoke else 128),
-        image_size=32, crop="pad", alpha=FLAGS.alpha, temperature=FLAGS.temperature,
-        feature_weight=FLAGS.feature_weight, data_dir=FLAGS.data_dir, strategy=FLAGS.strategy,
-        mixed_precision=FLAGS.mixed_precision, jit_compile=FLAGS.xla, seed=FLAGS.seed,
-        deterministic=FLAGS.deterministic,
-        num_train_examples=common.SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
-        params={"arch": FLAGS.arch, "mode": FLAGS.mode, "train_split": spec.train_split,
-                "optimizer": "TorchSGD(momentum=0.9, coupled weight decay)",
-                "weight_decay": FLAGS.weight_decay, "lr": FLAGS.lr},
-        overwrite=FLAGS.overwrite, **common.run_flags(smoke))
-    if FLAGS.dry_run:
-        common.dry_run(run, teacher=None if FLAGS.mode == "plain" else "self (deepest exit)",
-                       student="fmnist_cnn_w16" if smoke else FLAGS.arch, mode=FLAGS.mode)
-        return
-    if not smoke:
-        from kdzoo.data.pipeline import require_prepared
-        require_prepared("cifar100", FLAGS.data_dir)
-    with common.maybe_mock_data(smoke):
-        metrics = run_supervised(run)
-    print({k: round(v, 4) for k, v in metrics["test"].items()})
+    run_self_distill_recipe(RECIPE, FLAGS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ the teacher). The settings below were fixed before any run.
 Interrupt and rerun at any time: finished runs are skipped, the running one resumes.
 """
 
+import functools
 import os
 
 from absl import app, flags
@@ -74,29 +75,31 @@ def _optimizer(s):
                                          s["weight_decay"])
 
 
+def _shared(s, epochs, seed, workdir):
+    """The fields every run of the study shares."""
+    return dict(dataset="fashion_mnist", workdir=workdir, epochs=epochs, seed=seed,
+                batch_size=FLAGS.batch_size or s["batch_size"], data_dir=FLAGS.data_dir,
+                train_per_class=s["train_per_class"], subset_seed=s["subset_seed"],
+                strategy=FLAGS.strategy, verbose=0, overwrite=FLAGS.overwrite,
+                eval_roles=("test",),  # nothing is selected on minival here
+                **dict(common.run_flags(False), checkpoint_every_minutes=10.0))
+
+
 def method_run(s, method, epochs, seed, workdir):
     """The run of one (method, budget, seed) point, in its own work directory."""
-    import functools
-
-    import kdzoo
+    from kdzoo import load
     from kdzoo.train import FunMatchRun, SupervisedRun, total_steps
-    student = functools.partial(kdzoo.load, s["student"], weights=None)
-    shared = dict(dataset="fashion_mnist", workdir=workdir, epochs=epochs, seed=seed,
-                  batch_size=FLAGS.batch_size or s["batch_size"], data_dir=FLAGS.data_dir,
-                  train_per_class=s["train_per_class"], subset_seed=s["subset_seed"],
-                  strategy=FLAGS.strategy, verbose=0, overwrite=FLAGS.overwrite,
-                  eval_roles=("test",),  # nothing is selected on minival here
-                  **dict(common.run_flags(False), checkpoint_every_minutes=10.0))
+    student, shared = functools.partial(load, s["student"], weights=None), _shared(s, epochs, seed, workdir)  # noqa: E501
     if method in ("labels", "mixup"):
         return SupervisedRun(model=student, optimizer=_optimizer(s), crop="inception",
                              inception_area_range=s["inception_area_range"],
                              mixup_alpha=1.0 if method == "mixup" else None, **shared)
-    steps = total_steps(epochs, s["train_per_class"] * 10, shared["batch_size"])
-    return FunMatchRun(teacher=functools.partial(kdzoo.load, s["teacher"]), student=student,
+    warmup = round(s["warmup_fraction"] * total_steps(epochs, 10 * s["train_per_class"], shared["batch_size"]))  # noqa: E501
+    return FunMatchRun(teacher=functools.partial(load, s["teacher"]), student=student,
                        variant=method, temperature=s["temperature"], lr=s["lr"],
-                       weight_decay=s["weight_decay"], image_size=28,
-                       warmup_steps=round(s["warmup_fraction"] * steps), distiller_kwargs=dict(
-                           inception_area_range=s["inception_area_range"]), **shared)
+                       weight_decay=s["weight_decay"], image_size=28, warmup_steps=warmup,
+                       distiller_kwargs=dict(inception_area_range=s["inception_area_range"]),
+                       **shared)
 
 
 def self_distill_run(s, epochs, seed, workdir):
@@ -106,24 +109,27 @@ def self_distill_run(s, epochs, seed, workdir):
                                method="self_distillation")
 
 
-def plan_runs(s, workdir):
-    """``[(row key, run)]`` for every point of the study, in the order they are run.
-
-    The first seed's whole sweep first, then the other seeds' smaller budgets, then
-    their largest budget: a study stopped early has complete curves for what it has.
-    """
-    entries = []
+def _points(s):
+    """Every (method, budget, seed) of the study, self distillation at the largest budget."""
     for seed in s["seeds"]:
         for method in s["methods"]:
             for epochs in s["budgets"]:
-                where = os.path.join(workdir, method.replace("/", "_"), f"e{epochs}", f"seed-{seed}")
-                entries.append((dict(method=method, epochs=epochs, seed=seed),
-                                method_run(s, method, epochs, seed, where)))
-        where = os.path.join(workdir, "self_distillation", f"e{max(s['budgets'])}", f"seed-{seed}")
-        entries.append((dict(method="self_distillation", epochs=max(s["budgets"]), seed=seed),
-                        self_distill_run(s, max(s["budgets"]), seed, where)))
-    last = max(s["budgets"])
-    return sorted(entries, key=lambda e: (e[0]["seed"] != s["seeds"][0] and e[0]["epochs"] == last,
+                yield dict(method=method, epochs=epochs, seed=seed)
+        yield dict(method="self_distillation", epochs=max(s["budgets"]), seed=seed)
+
+
+def plan_runs(s, workdir):
+    """``[(row key, run)]`` in the order they run: the first seed's whole sweep, the other
+    seeds' smaller budgets, then their largest (a study stopped early has whole curves)."""
+    entries = []
+    for p in _points(s):
+        where = os.path.join(workdir, p["method"].replace("/", "_"), f"e{p['epochs']}",
+                             f"seed-{p['seed']}")
+        make = self_distill_run if p["method"] == "self_distillation" else \
+            functools.partial(method_run, method=p["method"])
+        entries.append((p, make(s, epochs=p["epochs"], seed=p["seed"], workdir=where)))
+    last, first = max(s["budgets"]), s["seeds"][0]
+    return sorted(entries, key=lambda e: (e[0]["seed"] != first and e[0]["epochs"] == last,
                                           s["seeds"].index(e[0]["seed"])))
 
 

@@ -52,14 +52,12 @@ def _measure(run, images, labels, teacher_pred):
     """top-1 / agreement of one finished run (cached in its measured.json)."""
     cache = os.path.join(run.workdir, "measured.json")
     if os.path.exists(cache):
-        with open(cache, encoding="utf-8") as f:
-            return json.load(f)
+        return json.load(open(cache, encoding="utf-8"))
     model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
     logits = model.predict(images, batch_size=1000, verbose=0)
     result = {}
     if isinstance(logits, (list, tuple)):  # self distillation: one output per exit
-        result = _exits(model, logits, labels, teacher_pred)
-        logits = logits[-1]
+        result, logits = _exits(model, logits, labels), logits[-1]
     pred = np.argmax(logits, -1)
     result.update(top1=100 * float(np.mean(pred == labels)),
                   agreement=100 * float(np.mean(pred == teacher_pred)))
@@ -67,7 +65,7 @@ def _measure(run, images, labels, teacher_pred):
     return result
 
 
-def _exits(model, logits, labels, teacher_pred):
+def _exits(model, logits, labels):
     from kdzoo.distill.early_exit import exit_flops
     flops = exit_flops(model)
     acc = [100 * float(np.mean(np.argmax(z, -1) == labels)) for z in logits]
@@ -76,56 +74,63 @@ def _exits(model, logits, labels, teacher_pred):
             "full_mflops": flops["full"] / 1e6, "ensemble_top1": ensemble}
 
 
-def summarize_study(s, entries, workdir, evidence_path, data_dir=None):
-    """Measure every run; write metrics.json (+ the evidence JSON) and the two plots."""
+def _models_info(s, images, labels):
+    """Teacher (with its test predictions) and student: name, top-1, MFLOPs, params."""
     import kdzoo
-    from kdzoo.data import fashion_mnist
     from kdzoo.distill.early_exit import count_flops
-    images, labels = fashion_mnist.load("test", data_dir)
-    images = images.astype("float32")
     teacher = kdzoo.load(s["teacher"])
-    teacher_pred = teacher.predict(images, batch_size=1000, verbose=0).argmax(-1)
-    rows = []
-    for key, run in filter(lambda e: study.is_finished(e[1]), entries):
-        rows.append(dict(key, train_images=s["train_per_class"] * 10, workdir=run.workdir,
-                         **_measure(run, images, labels, teacher_pred)))
+    pred = teacher.predict(images, batch_size=1000, verbose=0).argmax(-1)
     student = kdzoo.load(s["student"], weights=None)
-    summary = {
-        "study": {k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
-        "teacher": {"name": s["teacher"], "top1": 100 * float(np.mean(teacher_pred == labels)),
+    return pred, {
+        "teacher": {"name": s["teacher"], "top1": 100 * float(np.mean(pred == labels)),
                     "mflops": count_flops(teacher) / 1e6, "params": teacher.count_params()},
         "student": {"name": s["student"], "mflops": count_flops(student) / 1e6,
-                    "params": student.count_params()},
-        "rows": rows, "summary": study.summarize(rows)}
+                    "params": student.count_params()}}
+
+
+def summarize_study(s, entries, workdir, evidence_path, data_dir=None):
+    """Measure every finished run; write metrics.json (+ the evidence JSON) and two plots."""
+    images, labels = _test_set(data_dir)
+    teacher_pred, summary = _models_info(s, images, labels)
+    rows = [dict(key, train_images=s["train_per_class"] * 10, workdir=run.workdir,
+                 **_measure(run, images, labels, teacher_pred))
+            for key, run in entries if study.is_finished(run)]
+    summary.update(study={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
+                   rows=rows, summary=study.summarize(rows))
     summary["files"] = [plot_budgets(summary, workdir), plot_exits(summary, workdir)]
     write_json(os.path.join(workdir, "metrics.json"), summary)
     if evidence_path:
-        public = dict(summary, rows=[{k: v for k, v in r.items() if k != "workdir"}
-                                     for r in rows], files=None)
-        os.makedirs(os.path.dirname(os.path.abspath(evidence_path)), exist_ok=True)
-        write_json(evidence_path, public)
+        _write_evidence(summary, evidence_path)
         summary["files"].append(evidence_path)
     return summary
 
 
+def _write_evidence(summary, path):
+    """The committed evidence: the summary without machine-local paths."""
+    public = dict(summary, files=None,
+                  rows=[{k: v for k, v in r.items() if k != "workdir"} for r in summary["rows"]])
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_json(path, public)
+
+
 def format_table(summary):
     """Test top-1 (mean ± std over seeds, min-max) and agreement, per method and budget."""
-    t = summary["teacher"]
+    t, st = summary["teacher"], summary["student"]
     lines = [f"teacher {t['name']}: {t['top1']:.2f}% test top-1, {t['mflops']:.1f} MFLOPs; "
-             f"student {summary['student']['name']}: {summary['student']['mflops']:.1f} MFLOPs",
+             f"student {st['name']}: {st['mflops']:.1f} MFLOPs",
              "| method | epochs | seeds | test top-1 % (mean ± std) | min-max | agreement % |",
              "|---|---|---|---|---|---|"]
-    for g in summary["summary"]:
-        lines.append(f"| {g['method']} | {g['epochs']} | {g['n']} | {g['top1_mean']:.2f} ± "
-                     f"{g['top1_std']:.2f} | {g['top1_min']:.2f}-{g['top1_max']:.2f} | "
-                     f"{g['agreement_mean']:.2f} |")
-    for r in summary["rows"]:
-        if "exit_top1" in r:
-            exits = " / ".join(f"{a:.2f}% @ {f:.2f} MFLOPs"
-                               for a, f in zip(r["exit_top1"], r["exit_mflops"]))
-            lines.append(f"self distillation seed {r['seed']}: exits {exits}; "
-                         f"ensemble {r['ensemble_top1']:.2f}%")
-    return "\n".join(lines)
+    lines += [f"| {g['method']} | {g['epochs']} | {g['n']} | {g['top1_mean']:.2f} ± "
+              f"{g['top1_std']:.2f} | {g['top1_min']:.2f}-{g['top1_max']:.2f} | "
+              f"{g['agreement_mean']:.2f} |" for g in summary["summary"]]
+    return "\n".join(lines + [_exit_line(r) for r in summary["rows"] if "exit_top1" in r])
+
+
+def _exit_line(row):
+    exits = " / ".join(f"{a:.2f}% @ {f:.2f} MFLOPs"
+                       for a, f in zip(row["exit_top1"], row["exit_mflops"]))
+    return (f"self distillation seed {row['seed']}: exits {exits}; "
+            f"ensemble {row['ensemble_top1']:.2f}%")
 
 
 def _save(fig, ax, path, title, xlabel, ylabel):
@@ -146,69 +151,83 @@ def _pyplot():
     return plt
 
 
+def _curve(ax, groups, method, color):
+    g = sorted((x for x in groups if x["method"] == method), key=lambda x: x["epochs"])
+    e = np.array([x["epochs"] for x in g])
+    m, sd = np.array([x["top1_mean"] for x in g]), np.array([x["top1_std"] for x in g])
+    ax.plot(e, m, "o-", color=color, label=method)
+    ax.fill_between(e, m - sd, m + sd, color=color, alpha=0.2)
+
+
 def plot_budgets(summary, workdir):
     """Test top-1 vs data epochs per method (log x), mean ± std band: the paper's Fig. 2/3."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     groups = [g for g in summary["summary"] if g["method"] != "self_distillation"]
     for i, method in enumerate(dict.fromkeys(g["method"] for g in groups)):
-        g = sorted((x for x in groups if x["method"] == method), key=lambda x: x["epochs"])
-        e = np.array([x["epochs"] for x in g])
-        m, sd = np.array([x["top1_mean"] for x in g]), np.array([x["top1_std"] for x in g])
-        ax.plot(e, m, "o-", color=f"C{i}", label=method)
-        ax.fill_between(e, m - sd, m + sd, color=f"C{i}", alpha=0.2)
+        _curve(ax, groups, method, f"C{i}")
     ax.axhline(summary["teacher"]["top1"], color="k", ls="--", label="teacher (60k images)")
     ax.set_xscale("log")
-    n = summary["rows"][0]["train_images"]
+    n = summary["rows"][0]["train_images"] if summary["rows"] else 0
     return _save(fig, ax, os.path.join(workdir, "accuracy_vs_epochs.png"),
                  f"Fashion-MNIST, {n} training images: student test top-1",
                  "training epochs over the subset (log)", "test top-1 (%)")
+
+
+def _exits_curve(ax, rows):
+    sd = [r for r in rows if "exit_top1" in r]
+    if sd:
+        acc = np.array([r["exit_top1"] for r in sd])
+        ax.errorbar(np.mean([r["exit_mflops"] for r in sd], 0), acc.mean(0), yerr=acc.std(0),
+                    fmt="o-", capsize=3, label=f"self distillation: exits 1..{acc.shape[1]}")
 
 
 def plot_exits(summary, workdir):
     """Self distillation: test top-1 vs MFLOPs at each exit; teacher and students as points."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
-    sd = [r for r in summary["rows"] if "exit_top1" in r]
-    if sd:
-        flops = np.mean([r["exit_mflops"] for r in sd], 0)
-        acc = np.array([r["exit_top1"] for r in sd])
-        ax.errorbar(flops, acc.mean(0), yerr=acc.std(0), fmt="o-", capsize=3,
-                    label=f"self distillation: exits 1..{len(flops)}")
-    top = max(r["epochs"] for r in summary["rows"])
+    _exits_curve(ax, summary["rows"])
+    top = max((r["epochs"] for r in summary["rows"]), default=0)
     for i, g in enumerate(x for x in summary["summary"]
                           if x["epochs"] == top and x["method"] != "self_distillation"):
         ax.scatter(summary["student"]["mflops"], g["top1_mean"], color=f"C{i + 1}", marker="x",
                    label=f"{g['method']} ({top} epochs)")
     t = summary["teacher"]
     ax.scatter(t["mflops"], t["top1"], color="k", marker="*", s=80, label="teacher")
-    ax.set_xscale("log")
     return _save(fig, ax, os.path.join(workdir, "accuracy_vs_flops.png"),
-                 "Accuracy vs compute per image", "MFLOPs per image (log)", "test top-1 (%)")
+                 "Accuracy vs compute per image", "MFLOPs per image", "test top-1 (%)")
+
+
+def _test_set(data_dir=None):
+    from kdzoo.data import fashion_mnist
+    images, labels = fashion_mnist.load("test", data_dir)
+    return images.astype("float32"), labels
+
+
+def _evaluate_on_test(model):
+    images, labels = _test_set()
+    out = model.predict(images, batch_size=1000, verbose=0)
+    return 100 * float(np.mean(np.argmax(out, -1) == labels))
 
 
 def export_best(summary, entries, command):
     """Zoo cards for the best seed of each method at the largest budget."""
-    from kdzoo.card_writer import export_card
-    from kdzoo.data import fashion_mnist
-    images, labels = fashion_mnist.load("test")
-
-    def evaluate(model):
-        out = model.predict(images.astype("float32"), batch_size=1000, verbose=0)
-        return 100 * float(np.mean(np.argmax(out, -1) == labels))
-
     top = max(r["epochs"] for r in summary["rows"])
     runs = {os.path.abspath(run.workdir): run for _, run in entries}
     for method in dict.fromkeys(r["method"] for r in summary["rows"]):
         best = max((r for r in summary["rows"] if r["method"] == method and r["epochs"] == top),
                    key=lambda r: r["top1"])
-        run = runs[os.path.abspath(best["workdir"])]
-        model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
-        model = getattr(model, "backbone", model)
-        tag = method.replace("/", "_")
-        card = export_card(model, f"{summary['student']['name']}.kdzoo_small_{tag}",
-                           dataset="fashion_mnist", stage=method, produced_by=command,
-                           evaluate=evaluate, extra=dict(
-                               seed=best["seed"], epochs=top, train_images=best["train_images"],
-                               study="docs/fashion_mnist_study.md"))
+        card = _export_one(summary, runs[os.path.abspath(best["workdir"])], best, command)
         print(f"exported {card['name']}: test top-1 {card['top1']}%")
+
+
+def _export_one(summary, run, row, command):
+    from kdzoo.card_writer import export_card
+    model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
+    tag = row["method"].replace("/", "_")
+    return export_card(
+        getattr(model, "backbone", model), f"{summary['student']['name']}.kdzoo_small_{tag}",
+        dataset="fashion_mnist", stage=row["method"], produced_by=command,
+        evaluate=_evaluate_on_test, extra=dict(seed=row["seed"], epochs=row["epochs"],
+                                               train_images=row["train_images"],
+                                               study="docs/fashion_mnist_study.md"))

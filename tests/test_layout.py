@@ -108,3 +108,14 @@ def test_no_library_file_over_the_line_limit(limit):
     long = {os.path.relpath(p, ROOT): n for p in _modules().values()
             if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
     assert not long, f"library files over {limit} lines (split them by idea): {long}"
+
+
+def test_recipes_are_configs_no_recipe_function_over_15_lines():
+    import ast
+    import glob
+    long = []
+    for path in sorted(glob.glob(os.path.join(ROOT, "recipes", "*.py"))):
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 15:
+                long.append(f"{os.path.basename(path)}:{node.name}")
+    assert not long, f"recipe functions over 15 lines (move the logic into kdzoo): {long}"
