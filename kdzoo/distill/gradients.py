@@ -4,7 +4,7 @@ Keras clips ``global_clipnorm`` inside ``optimizer.apply``, which under
 ``tf.distribute`` runs on each replica's share of the gradient before the
 replicas are summed: with two replicas the clip then acts on two half-batch
 gradients and training differs from one device (measured in
-tests/test_train.py). The paper clips the full gradient (global norm 1.0), so
+tests/train/test_train.py). The paper clips the full gradient (global norm 1.0), so
 our train steps clip here instead: all-reduce the gradient, compute one clip
 factor from its global norm, scale each replica's share by it, and let the
 optimizer sum and apply them with its own clipping switched off for that call.

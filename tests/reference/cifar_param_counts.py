@@ -2,7 +2,7 @@
 
 Test oracles (not library code): each function counts the parameters of the
 reference PyTorch definition named in its docstring, layer by layer, without
-building a model, so ``tests/test_cifar_models.py`` checks kdzoo's Keras
+building a model, so ``tests/zoo/test_cifar_models.py`` checks kdzoo's Keras
 builds against them (PyTorch convention: trainable parameters only).
 """
 

@@ -1,7 +1,7 @@
 """FunMatchDistiller: the eight teaching variants, views, caching, freezing, learning.
 
 Tiny models (a few thousand parameters), 16-32 px images, a few steps each.
-Run: python -m pytest tests/test_funmatch.py -x -q
+Run: python -m pytest tests/distill/test_funmatch.py -x -q
 """
 
 import json
@@ -23,7 +23,7 @@ from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.views import ViewMaker
 from reference.views import views_and_boxes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # ---------------------------------------------------------------- helpers ---

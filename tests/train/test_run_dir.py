@@ -15,7 +15,7 @@ import pytest
 from kdzoo import run_dir
 from kdzoo.errors import SettingsMismatchError, WorkdirInUseError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 BASE = {"dataset": "pets", "lr": 3e-3, "seed": 0, "batch_size": 4, "epochs": 1,
         "variant": "funmatch", "mixed_precision": None, "verbose": 2}

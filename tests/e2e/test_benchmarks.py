@@ -4,7 +4,7 @@ One script at a time, each in its own subprocess (so TF state, mixed-precision
 policies and memory do not leak between them). A script that crashes, hangs or
 forgets its JSON line fails here, so CI never passes a benchmark that failed
 silently. Helpers named ``_*.py`` are not benchmarks.
-Run: python -m pytest tests/test_benchmarks.py -q
+Run: python -m pytest tests/e2e/test_benchmarks.py -q
 """
 
 import glob
@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPTS = sorted(p for p in glob.glob(os.path.join(ROOT, "benchmarks", "*.py"))
                  if not os.path.basename(p).startswith("_"))
 TIMEOUT_S = 240  # each takes ~20-60 s on 2 shared CPU cores; the rest is slack

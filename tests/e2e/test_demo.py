@@ -15,7 +15,7 @@ from kdzoo.errors import CheckpointError
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 FMNIST_CARDS = sorted(n for n in registry.cards() if "fmnist" in n)
 

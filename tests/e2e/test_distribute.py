@@ -15,7 +15,7 @@ from kdzoo import distribute
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _env(**extra):

@@ -3,7 +3,7 @@
 The reference outputs are the kdzoo models' own (which compute weight
 standardisation on the fly); the converted models are loaded back in a fresh
 process that imports only keras and numpy and where ``import kdzoo`` fails.
-Run: python -m pytest tests/test_plain_keras.py -q
+Run: python -m pytest tests/zoo/test_plain_keras.py -q
 """
 
 import json
@@ -24,7 +24,7 @@ from kdzoo.models.bit import StandardizedConv2D, build_bit
 from kdzoo.models.cifar_pyramidnet import cifar_pyramidnet
 from kdzoo.plain_keras import custom_layers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RNG = np.random.default_rng(0)
 
 

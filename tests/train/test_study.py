@@ -11,7 +11,7 @@ import tensorflow as tf
 from kdzoo import study
 from kdzoo.data.subset import balanced_indices, balanced_subset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVIDENCE = os.path.join(ROOT, "docs", "results", "fashion_mnist_small_data.json")
 
 

@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 ARGS = ["--smoke", "--deterministic", "--epochs", "3"]
 RECIPE = os.path.join(ROOT, "recipes", "pets.py")

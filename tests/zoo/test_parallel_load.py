@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
 PROCESSES = 3
 
-# Each process registers the same tiny BiT and a card for it (as tests/test_bad_files.py
+# Each process registers the same tiny BiT and a card for it (as tests/zoo/test_bad_files.py
 # does), waits for the start signal, loads the card and prints a hash of its outputs.
 LOADER = r"""
 import hashlib, os, sys, time

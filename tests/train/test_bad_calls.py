@@ -21,7 +21,7 @@ from kdzoo.data import augment, fashion_mnist
 from kdzoo.data.pipeline import DatasetNotFoundError
 from kdzoo.distill import early_exit, losses, optim, views
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F = kdzoo.FunMatchDistiller
 SD = kdzoo.SelfDistillation
 

@@ -304,7 +304,7 @@ def test_architecture_without_weights_says_which_checkpoints_exist():
 
 def test_readme_model_table_is_generated_from_the_cards():
     from kdzoo.cards_table import markdown_table
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
     block = re.search(r"<!-- models:start -->\n(.*?)<!-- models:end -->", readme, re.S)
     assert block, "README.md lacks the generated model table markers"
     assert block.group(1).strip() == markdown_table().strip(), (

@@ -32,7 +32,7 @@ format      truncated corrupt wrong shape wrong hash code-carrying
     nothing in them is ever unpickled. The case checks that a pickle payload in
     a ``.tcache`` is refused as "not a cache" and never unpickled.
 
-Run: python -m pytest tests/test_bad_files.py -q
+Run: python -m pytest tests/zoo/test_bad_files.py -q
 """
 
 import hashlib
