@@ -33,13 +33,10 @@ from keras.src.saving import saving_lib
 
 from kdzoo.atomic import TEMP_PREFIX, atomic_path, write_json  # noqa: F401  (write_json re-exported)
 from kdzoo.errors import CheckpointError
+from kdzoo.errors import NonFiniteLossError  # noqa: F401  (raised here, public here)
 
 STATE_FILE = "state.json"
 _CKPT = re.compile(r"^ckpt-(\d{6,})\.weights\.h5$")
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when a training loss becomes NaN or Inf."""
 
 
 def checkpoint_name(epoch):

@@ -25,5 +25,14 @@ class RecipeError(ValueError):
     """A recipe's option cannot be used as given (the message says which and what to do)."""
 
 
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a training loss becomes NaN or Inf."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not prepared in the data directory; the message says how to get it."""
+
+
 # Errors whose message tells the user what to change: recipes print them without a traceback.
 FIXABLE = (CheckpointError, SettingsMismatchError, WorkdirInUseError, RecipeError)

@@ -40,6 +40,7 @@ import os
 import tensorflow as tf
 
 from kdzoo.data.specs import DatasetSpec, get_spec, split_ranges, split_size
+from kdzoo.errors import DatasetNotFoundError  # noqa: F401  (raised here, public here)
 
 __all__ = ["DatasetNotFoundError", "load_split", "eval_preprocess", "make_eval_dataset",
            "require_prepared", "upscale_small_images",
@@ -50,10 +51,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 STREAM_SHUFFLE_BUFFER = 10_000
 # Upper bound on the shuffle buffer of cached sets (a full shuffle below it).
 MAX_CACHED_SHUFFLE_BUFFER = 100_000
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset is not prepared in the data directory; the message says how to get it."""
 
 
 def _not_found(spec, data_dir, detail=None):

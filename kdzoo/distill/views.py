@@ -36,72 +36,20 @@ shares the student's view at the same size (the teacher then reads
 target.
 """
 
-import math
 import numbers
 
 import tensorflow as tf
 
 from kdzoo.data import augment
 
+from kdzoo.distill._checks import (_is_number, check_area_range, check_number,  # noqa: F401
+                                   check_size)
 from kdzoo.distill.variants import (FIXED_VARIANTS, VARIANTS, check_variant,  # noqa: F401
                                     get_variant)
 
 
 def is_fixed(variant):
     return get_variant(variant).fixed
-
-
-def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def check_number(value, name, *, minimum=None, strict=False, maximum=None, hint=""):
-    """``value`` as a finite float, else a TypeError / ValueError naming ``name``.
-
-    ``minimum`` is inclusive (exclusive with ``strict``), ``maximum`` inclusive.
-    """
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a number, got {value!r} "
-                        f"({type(value).__name__}).{hint}")
-    value = float(value)
-    low_ok = minimum is None or (value > minimum if strict else value >= minimum)
-    high_ok = maximum is None or value <= maximum
-    if not math.isfinite(value) or not (low_ok and high_ok):
-        lo = "" if minimum is None else (f"> {minimum}" if strict else f">= {minimum}")
-        hi = "" if maximum is None else f"<= {maximum}"
-        rule = " and ".join(r for r in (lo, hi) if r) or "finite"
-        raise ValueError(f"{name} must be {rule}, got {value}.{hint}")
-    return value
-
-
-def check_size(value, name):
-    """A square view side in pixels: a positive whole number, else a clear error."""
-    example = f" Pass the side of the square views in pixels, e.g. {name}=224."
-    if not _is_number(value):
-        raise TypeError(f"{name} must be a whole number of pixels, got {value!r} "
-                        f"({type(value).__name__}).{example}")
-    if not math.isfinite(value) or value != int(value) or value < 1:
-        raise ValueError(f"{name} must be a positive whole number of pixels, got "
-                         f"{value!r}.{example}")
-    return int(value)
-
-
-def check_area_range(area_range):
-    """``(low, high)`` with ``0 < low <= high <= 1``: inception crops' area fractions."""
-    hint = " Pass a pair of area fractions (low, high), e.g. (0.05, 1.0)."
-    try:
-        low, high = area_range
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"inception_area_range must be a pair (low, high), got "
-                        f"{area_range!r}.{hint}") from e
-    low = check_number(low, "inception_area_range[0]", minimum=0.0, strict=True,
-                       maximum=1.0, hint=hint)
-    high = check_number(high, "inception_area_range[1]", minimum=0.0, strict=True,
-                        maximum=1.0, hint=hint)
-    if low > high:
-        raise ValueError(f"inception_area_range must be (low, high) with low <= high, "
-                         f"got {tuple(area_range)}; did you mean {(high, low)}?")
-    return low, high
 
 
 class ViewMaker:
