@@ -96,7 +96,8 @@ def summarize_study(s, entries, workdir, evidence_path, data_dir=None):
                  **_measure(run, images, labels, teacher_pred))
             for key, run in entries if study.is_finished(run)]
     summary.update(study={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
-                   rows=rows, summary=study.summarize(rows))
+                   rows=rows, summary=study.summarize(rows), planned_runs=len(entries),
+                   finished_runs=len(rows), complete=len(rows) == len(entries))
     summary["files"] = [plot_budgets(summary, workdir), plot_exits(summary, workdir)]
     write_json(os.path.join(workdir, "metrics.json"), summary)
     if evidence_path:

@@ -172,7 +172,9 @@ def test_recipe_rerun_with_other_settings_is_refused_and_epochs_may_grow(tmp_pat
     assert other.returncode != 0
     for key in ("seed", "batch_size", "variant"):
         assert f"{key}:" in other.stderr
-    assert "SettingsMismatchError" in other.stderr and "Epoch 2/3" not in other.stdout
+    # One clear message (what differs, what to do), no traceback, nothing trained.
+    assert "already holds a run with other settings" in other.stderr
+    assert "Traceback" not in other.stderr and "Epoch 2/3" not in other.stdout
     assert open(tmp_path / "history.csv").read() == history  # nothing of it was trained
     longer = _pets(tmp_path, "--epochs", "2")
     assert longer.returncode == 0, longer.stderr[-3000:]
