@@ -568,7 +568,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {tests!r} + '/..']  # test_funmatch, tests/reference
     from test_funmatch import tiny, smooth_images, weights_of
     from kdzoo.distill.funmatch import FunMatchDistiller
 
