@@ -95,15 +95,20 @@ def summarize_study(s, entries, workdir, evidence_path, data_dir=None):
     rows = [dict(key, train_images=s["train_per_class"] * 10, workdir=run.workdir,
                  **_measure(run, images, labels, teacher_pred))
             for key, run in entries if study.is_finished(run)]
-    summary.update(study={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
-                   rows=rows, summary=study.summarize(rows), planned_runs=len(entries),
-                   finished_runs=len(rows), complete=len(rows) == len(entries))
+    summary.update(_study_record(s, rows, len(entries)))
     summary["files"] = [plot_budgets(summary, workdir), plot_exits(summary, workdir)]
     write_json(os.path.join(workdir, "metrics.json"), summary)
     if evidence_path:
         _write_evidence(summary, evidence_path)
         summary["files"].append(evidence_path)
     return summary
+
+
+def _study_record(s, rows, planned):
+    """The study's settings, rows, per-group summary, and whether every run finished."""
+    return dict(study={k: (list(v) if isinstance(v, tuple) else v) for k, v in s.items()},
+                rows=rows, summary=study.summarize(rows), planned_runs=planned,
+                finished_runs=len(rows), complete=len(rows) == planned)
 
 
 def _write_evidence(summary, path):
