@@ -154,7 +154,9 @@ class ViewMaker:
         pixels. The same keys as :meth:`train_views` uses, so they describe exactly
         the views it renders (for inspection and plots).
         """
-        image = augment.check_min_size(image, self.min_image_size)
+        return self._boxes(augment.check_min_size(image, self.min_image_size), index, epoch)
+
+    def _boxes(self, image, index, epoch):
         key = augment.make_key(self.seed, epoch, index)
         kind = self._student_kind()
         s_box = self._box(kind, image, augment.make_key(key, augment.STUDENT_CROP))
@@ -173,7 +175,7 @@ class ViewMaker:
     def train_views(self, image, index, epoch):
         """Views of one raw image ``[H, W, C]`` for image ``index`` in ``epoch``."""
         image = augment.check_min_size(image, self.min_image_size)
-        boxes = self.train_boxes(image, index, epoch)
+        boxes = self._boxes(image, index, epoch)  # the size is checked once per image
         kind = self._student_kind()
         out = {"student": augment.maybe_flip(
             self._render(image, boxes["student_box"], self.image_size, kind),
