@@ -8,8 +8,11 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["kdzoo", "kdzoo.*"]),
-    package_data={"kdzoo": ["pretrained/*.json", "pretrained/*.weights.h5"]},
+    # The model cards and kdzoo's own weights live in the repository's top-level
+    # pretrained/ and are installed as kdzoo/pretrained (kdzoo.registry finds either).
+    packages=find_packages(include=["kdzoo", "kdzoo.*"]) + ["kdzoo.pretrained"],
+    package_dir={"kdzoo.pretrained": "pretrained"},
+    package_data={"kdzoo.pretrained": ["*.json", "*.weights.h5"]},
     install_requires=[
         # TensorFlow itself comes from an extra: [cpu] or [gpu] (see README).
         "keras>=3.12",

@@ -1,9 +1,10 @@
 """Names -> architectures and pretrained model cards, with aliases and did-you-mean.
 
-Architectures are registered in code (each ``kdzoo/models/*.py`` calls
-:func:`register_architecture` at import; ``kdzoo/models/__init__.py`` imports them all,
-and a test checks that every module there is imported and registers something). Pretrained checkpoints are data: one
-JSON model card per checkpoint in ``kdzoo/pretrained/``.
+Architectures are registered in code (each ``kdzoo/models/*.py`` decorates its builders
+with :func:`register`; ``kdzoo/models/__init__.py`` imports every module there).
+Pretrained checkpoints are data: one JSON model card per checkpoint in the repository's
+top-level ``pretrained/`` folder, which ``setup.py`` ships as ``kdzoo/pretrained`` (a
+``package_dir`` mapping), so an installed kdzoo carries them too.
 """
 
 import dataclasses
@@ -14,7 +15,18 @@ import json
 import os
 from typing import Callable
 
-CARDS_DIR = os.path.join(os.path.dirname(__file__), "pretrained")
+
+
+def _cards_dir():
+    """Where the model cards are: ``kdzoo/pretrained`` in an installed wheel (setup.py's
+    ``package_dir`` puts them there); the top-level ``pretrained/`` beside ``kdzoo/`` in a
+    source checkout or an editable install, which import ``kdzoo`` from the source tree."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(package, "pretrained")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package), "pretrained")
+
+
+CARDS_DIR = _cards_dir()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +93,7 @@ REQUIRED_CARD_KEYS = ("name", "architecture", "dataset", "num_classes", "input_s
 
 @functools.lru_cache(maxsize=None)
 def cards():
-    """``{name: card}`` for every JSON model card shipped in ``kdzoo/pretrained``."""
+    """``{name: card}`` for every JSON model card shipped in :data:`CARDS_DIR`."""
     found = {}
     for fname in sorted(os.listdir(CARDS_DIR)):
         if not fname.endswith(".json"):

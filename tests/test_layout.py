@@ -119,3 +119,18 @@ def test_recipes_are_configs_no_recipe_function_over_15_lines():
             if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > 15:
                 long.append(f"{os.path.basename(path)}:{node.name}")
     assert not long, f"recipe functions over 15 lines (move the logic into kdzoo): {long}"
+
+
+def test_a_built_package_carries_the_top_level_model_cards(tmp_path):
+    """The cards live in the repository's ``pretrained/``; ``setup.py`` must install them as
+    ``kdzoo/pretrained`` (where :mod:`kdzoo.registry` looks first), weights included."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True)
+    shipped = {f for f in os.listdir(os.path.join(ROOT, "pretrained"))
+               if f.endswith((".json", ".weights.h5"))}
+    assert shipped and any(f.endswith(".weights.h5") for f in shipped)
+    assert set(os.listdir(tmp_path / "kdzoo" / "pretrained")) >= shipped
+    assert not os.path.exists(os.path.join(PACKAGE, "pretrained")), \
+        "model cards belong in the top-level pretrained/, not inside kdzoo/"
