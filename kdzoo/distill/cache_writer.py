@@ -13,10 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from kdzoo.atomic import atomic_path
+from kdzoo.distill import stream as streams
 from kdzoo.distill.fingerprint import architecture_fingerprint, images_fingerprint
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.teacher_cache import (_DTYPES, _TRAILER, END_MAGIC, FORMAT_VERSION, MAGIC,
-                                         _array_fingerprint, _index_dtype, _view_settings,
+                                         _array_fingerprint, _index_dtype,
                                          open_teacher_cache, teacher_fingerprint)
 
 __all__ = ["cache_teacher"]
@@ -60,19 +61,13 @@ def cache_teacher(distiller, images, path, epochs, *, initial_epoch=0, batch_siz
     vdt = np.dtype(_DTYPES[dtype])
     idt = np.dtype(_index_dtype(num_classes))
 
-    saved = distiller.teacher_cache
-    distiller.teacher_cache = None
-    try:
-        stream = distiller.make_train_dataset(images, batch_size=batch_size,
-                                              initial_epoch=start, num_images=num_images)
-    finally:
-        distiller.teacher_cache = saved
-    steps = distiller.train_steps_per_epoch
-    n = (int(num_images) if num_images is not None
-         else distiller._count(distiller._image_dataset(images)))
-    if steps is None or n is None:
+    # The views alone (never a cache the distiller may be using): the teacher runs on them.
+    stream, info = streams.funmatch_stream(distiller, images, int(batch_size),
+                                           initial_epoch=start, num_images=num_images)
+    n = info.num_images
+    if n is None:
         raise ValueError("The number of train images is unknown: pass num_images=.")
-    shuffle_buffer = min(distiller.shuffle_buffer, n)
+    steps, shuffle_buffer = n // int(batch_size), info.shuffle_buffer
     limit = float(np.finfo(vdt).max)
     teachers = distiller.teachers
 
@@ -115,7 +110,7 @@ def cache_teacher(distiller, images, path, epochs, *, initial_epoch=0, batch_siz
             header = dict(
                 format_version=FORMAT_VERSION, stores="logits",
                 logits_note="max-shifted teacher logits; temperature applied when read",
-                **_view_settings(distiller),
+                **distiller.views.settings(),
                 batch_size=int(batch_size), num_images=n, steps_per_epoch=int(steps),
                 shuffle=shuffle_buffer > 1,
                 shuffle_buffer=int(shuffle_buffer), epochs=[start, end],

@@ -35,6 +35,7 @@ from kdzoo.distill import losses
 from kdzoo.distill._checks import CheckedInputs, check_outputs_logits
 from kdzoo.distill.funmatch_data import FunMatchData
 from kdzoo.distill.gradients import apply_with_global_clip
+from kdzoo.distill.targets import batch_targets
 from kdzoo.distill.views import VARIANTS, ViewMaker, check_number, check_size, check_variant
 
 __all__ = ["FunMatchDistiller", "VARIANTS"]
@@ -274,10 +275,7 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
                 "make_train_dataset(); pass raw images to fit() and it builds them, or "
                 "call d.make_train_dataset(images, batch_size) yourself.")
         student_view = data["student"]
-        if "targets" in data:
-            targets = ops.cast(data["targets"], "float32")
-        else:
-            targets = self.teacher_member_probs(data.get("teacher", student_view))
+        targets = batch_targets(self, data)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
         with tf.GradientTape() as tape:

@@ -49,11 +49,10 @@ import functools
 
 import keras
 import tensorflow as tf
-from keras import ops
 
-from kdzoo.distill import stream
+from kdzoo.distill import stream, targets
 from kdzoo.distill._checks import checked_validation, guard_callbacks, input_errors
-from kdzoo.distill.views import check_number, is_fixed
+from kdzoo.distill.views import check_number
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -84,29 +83,9 @@ class FunMatchData:
         train batches carry ``"targets"`` read from it and ``train_step``
         never runs the teacher (evaluation still does). Returns the cache.
         """
-        if cache is None:
-            self.teacher_cache = None
-            return None
-        from kdzoo.distill.teacher_cache import TeacherCache, open_teacher_cache
-
-        if not isinstance(cache, TeacherCache):
-            cache = open_teacher_cache(cache, verify=verify)
-        cache.check_distiller(self)
-        self.teacher_cache = cache
-        return cache
+        return targets.use_cache(self, cache, verify)
 
     # -- data -------------------------------------------------------------------
-    def _image_dataset(self, images):
-        """A dataset of single raw images ``[H, W, C]`` (uint8), from what the user gave."""
-        return stream.image_dataset(images, self.channels, self.image_size)
-
-    _count = staticmethod(stream.count)
-
-    def _teacher_predict(self, views):
-        if self._teacher_fn is None:
-            self._teacher_fn = tf.function(self.teacher_member_probs, reduce_retracing=True)
-        return self._teacher_fn(views)
-
     def prepare_targets(self, images, batch_size=64):
         """``fix/*``: compute the teacher's fixed targets once, for every image, in order.
 
@@ -119,25 +98,7 @@ class FunMatchData:
         whatever ``ensemble_crops`` is (:mod:`kdzoo.distill.fixed_targets`).
         The teacher runs here and nowhere else in ``fix/*`` training.
         """
-        from kdzoo.distill.fixed_targets import compute_fixed_targets
-
-        if not is_fixed(self.variant):
-            raise ValueError(f"Variant {self.variant!r} has no fixed targets; only "
-                             "fix/rs, fix/cc and fix/ic_ens do.")
-        batch_size = int(check_number(batch_size, "batch_size", minimum=1,
-                                      hint=" It is the teacher's batch in views."))
-        dataset = self._image_dataset(images)
-        n = self._count(dataset)
-        if n is None:
-            raise ValueError(f"{self.variant} needs a finite train dataset: its targets "
-                             "are computed once per image.")
-        targets = compute_fixed_targets(
-            lambda v: ops.convert_to_numpy(self._teacher_predict(v)), self.views, dataset,
-            n, batch_size)
-        self.fixed_targets = targets
-        self.fixed_targets_source = images
-        self._fixed_targets_temperature = self.temperature
-        return targets
+        return targets.compute_fixed_targets(self, images, batch_size)
 
     def make_train_dataset(self, images, batch_size=32, initial_epoch=0, shuffle=True,
                            num_images=None, initial_step=None, steps_per_epoch=None):
@@ -164,8 +125,17 @@ class FunMatchData:
         unknown cardinality is counted (read through once) only for ``fix/*``,
         otherwise N stays unknown and ``fit`` needs ``steps_per_epoch``.
         """
-        return stream.funmatch_stream(self, images, int(batch_size), initial_epoch, shuffle,
-                                      num_images, initial_step, steps_per_epoch)
+        fixed = (functools.partial(targets.fixed_targets_for, self, images)
+                 if self.views.fixed else None)
+        out, info = stream.funmatch_stream(self, images, int(batch_size), initial_epoch,
+                                           shuffle, num_images, initial_step, steps_per_epoch,
+                                           fixed_targets=fixed)
+        if self.teacher_cache is not None:  # cached teacher outputs replace the teacher
+            out = targets.with_cached_targets(self.teacher_cache, out, self.temperature, info,
+                                              images)
+        n = info.num_images
+        self.train_steps_per_epoch = None if n is None else n // int(batch_size)
+        return out
 
     def make_eval_dataset(self, dataset, batch_size=32, resize_small=None):
         """``(image, label)`` elements of any size -> batched ``(views, labels)`` for evaluate.
@@ -229,7 +199,7 @@ class FunMatchData:
                 steps_per_epoch=steps_per_epoch, **kw)
             x = make()
             if steps_per_epoch is None and self.train_steps_per_epoch is None:
-                n = self._count(self._image_dataset(raw))  # unknown cardinality: count
+                n = stream.count(stream.image_dataset(raw, self.channels, self.image_size))
                 if n is not None:
                     x = make(num_images=n)
         if steps_per_epoch is None:

@@ -25,6 +25,7 @@ supervised runs (:func:`kdzoo.train.labeled_stream`) both build on
 :func:`train_stream`.
 """
 
+import collections
 import numbers
 
 import numpy as np
@@ -33,7 +34,7 @@ import tensorflow as tf
 from kdzoo.data import augment
 
 __all__ = ["restored_epoch", "labeled_stream", "total_steps", "start_position", "train_stream", "image_dataset", "count",
-           "funmatch_stream"]
+           "funmatch_stream", "StreamInfo"]
 
 _AUTOTUNE = tf.data.AUTOTUNE
 
@@ -185,9 +186,20 @@ def count(dataset):
     return n
 
 
+StreamInfo = collections.namedtuple(
+    "StreamInfo", "initial_step batch_size num_images shuffle_buffer shuffle")
+StreamInfo.__doc__ = """What a FunMatch stream was built with (a teacher cache checks it)."""
+
+
 def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True,
-                    num_images=None, initial_step=None, steps_per_epoch=None):
-    """The body of :meth:`FunMatchDistiller.make_train_dataset` (see there)."""
+                    num_images=None, initial_step=None, steps_per_epoch=None,
+                    fixed_targets=None):
+    """The view stream of :meth:`FunMatchDistiller.make_train_dataset` (see there).
+
+    ``fixed_targets``: for ``fix/*``, ``fn(N) -> array [N, ...]`` of per-image
+    targets (:func:`kdzoo.distill.targets.fixed_targets_for`), zipped with image
+    ``i`` before shuffling. Returns ``(batches, StreamInfo)``.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     dataset = image_dataset(images, distiller.channels, distiller.image_size)
@@ -214,11 +226,7 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
         if n is None:
             raise ValueError(f"{distiller.variant} needs a finite train dataset: its "
                              "targets are computed once per image.")
-        if (distiller.fixed_targets is None or distiller.fixed_targets_source is not images
-                or distiller._fixed_targets_temperature != distiller.temperature
-                or len(distiller.fixed_targets) != n):
-            distiller.prepare_targets(images)
-        targets = tf.data.Dataset.from_tensor_slices(distiller.fixed_targets)
+        targets = tf.data.Dataset.from_tensor_slices(fixed_targets(n))
         base = tf.data.Dataset.zip((dataset.enumerate(), targets)).map(
             lambda ii, t: (ii[0], ii[1], t))
     else:
@@ -238,19 +246,7 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
                        num_examples=n, initial_step=initial_step,
                        per_batch=lambda step, b: views.batch_views(b, 0, step),
                        shuffle_buffer=buffer if shuffle else 0)
-    if distiller.teacher_cache is not None:  # cached teacher outputs replace the teacher
-        cache = distiller.teacher_cache
-        cache_epoch, rest = divmod(initial_step, cache.steps_per_epoch)
-        if rest:
-            raise ValueError(f"Teacher cache {cache.path} holds epochs of "
-                             f"{cache.steps_per_epoch} steps; the stream starts at step "
-                             f"{initial_step}, inside epoch {cache_epoch}.")
-        cache.check_stream(batch_size, n, buffer, shuffle, cache_epoch, images)
-        out = tf.data.Dataset.zip(
-            (out, cache.dataset(cache_epoch, distiller.temperature))).map(
-            lambda b, t: {"student": b["student"], "targets": t})
-    distiller.train_steps_per_epoch = None if n is None else n // batch_size
-    return out
+    return out, StreamInfo(initial_step, batch_size, n, buffer, shuffle)
 
 
 def restored_epoch(callbacks):

@@ -28,12 +28,11 @@ import struct
 import numpy as np
 import tensorflow as tf
 
-from kdzoo.distill.fingerprint import (architecture_fingerprint, array_fingerprint,
-                                       images_fingerprint, weights_fingerprint)
+from kdzoo.distill.fingerprint import array_fingerprint, images_fingerprint, weights_fingerprint
 from kdzoo.errors import CheckpointError
 
-# The writer, cache_teacher, lives in kdzoo.distill.cache_writer (it needs the
-# distiller; this module is only the file format and never imports the distiller).
+# The writer, cache_teacher, lives in kdzoo.distill.cache_writer and the checks
+# against a distiller in kdzoo.distill.targets: this module is only the file format.
 __all__ = ["TeacherCache", "open_teacher_cache", "teacher_fingerprint", "targets_from_cache"]
 
 MAGIC = b"KDZOO-TCACHE-v1\n"
@@ -58,15 +57,6 @@ def teacher_fingerprint(model):
 
 
 _array_fingerprint = array_fingerprint
-
-
-def _view_settings(distiller):
-    v = distiller.views
-    return {"variant": v.variant, "seed": v.seed, "image_size": v.image_size,
-            "teacher_image_size": v.teacher_image_size, "flip": v.flip,
-            "crop_fraction": v.crop_fraction,
-            "inception_area_range": [float(a) for a in v.inception_area_range],
-            "mixup_alpha": v.mixup_alpha, "antialias": v.antialias}
 
 
 def _index_dtype(num_classes):
@@ -197,41 +187,16 @@ class TeacherCache:
                                   temperature, members=members)
 
     # checks against a distiller / a stream
-    def check_distiller(self, distiller):
-        """Refuse a distiller whose teacher or view settings differ from the cache's."""
-        h = self.header
-        if distiller.views.fixed:
-            raise ValueError(
-                f"Teacher cache {self.path}: variant {distiller.variant!r} already trains "
-                "without the teacher (prepare_targets); caches are for the per-view "
-                "variants.")
-        mine = _view_settings(distiller)
+    def check_views(self, settings):
+        """Refuse view settings (:meth:`kdzoo.distill.views.ViewMaker.settings`) other
+        than the cache's: its targets are for other views."""
         for key in _VIEW_KEYS:
-            theirs = h.get(key, _VIEW_DEFAULTS.get(key))
-            if mine[key] != theirs:
+            theirs = self.header.get(key, _VIEW_DEFAULTS.get(key))
+            if settings[key] != theirs:
                 raise CheckpointError(
                     f"Teacher cache {self.path} was built for {key}={theirs!r} but this "
-                    f"distiller has {key}={mine[key]!r}: its views differ. Rebuild the "
+                    f"distiller has {key}={settings[key]!r}: its views differ. Rebuild the "
                     "cache with kdzoo.distill.cache_teacher for these settings.")
-        if distiller.num_classes != h["num_classes"]:
-            raise CheckpointError(
-                f"Teacher cache {self.path} holds {h['num_classes']} classes; the models "
-                f"predict {distiller.num_classes}.")
-        configs = [architecture_fingerprint(t) for t in distiller.teachers]
-        if configs != h.get("teacher_config_sha256"):
-            raise CheckpointError(
-                f"Teacher cache {self.path} was built with another teacher architecture "
-                "or preprocessing (config sha256 "
-                f"{', '.join(p[:12] for p in h.get('teacher_config_sha256') or ['none'])}; "
-                f"this distiller's: {', '.join(p[:12] for p in configs)}): its logits "
-                "would differ. Use the same teacher model or rebuild the cache.")
-        prints = [teacher_fingerprint(t) for t in distiller.teachers]
-        if prints != h["teacher_sha256"]:
-            raise CheckpointError(
-                f"Teacher cache {self.path} was built with another teacher (weights "
-                f"sha256 {', '.join(p[:12] for p in h['teacher_sha256'])}; this "
-                f"distiller's: {', '.join(p[:12] for p in prints)}). Load the same "
-                "teacher weights or rebuild the cache.")
 
     def check_stream(self, batch_size, num_images, shuffle_buffer, shuffle, initial_epoch,
                      images=None):

@@ -104,6 +104,14 @@ class ViewMaker:
         self.eval_crop_fraction = float(eval_crop_fraction)
         self.antialias = bool(antialias)
 
+    def settings(self):
+        """The settings that decide the train views (a teacher cache records and checks them)."""
+        return {"variant": self.variant, "seed": self.seed, "image_size": self.image_size,
+                "teacher_image_size": self.teacher_image_size, "flip": self.flip,
+                "crop_fraction": self.crop_fraction,
+                "inception_area_range": [float(a) for a in self.inception_area_range],
+                "mixup_alpha": self.mixup_alpha, "antialias": self.antialias}
+
     # -- properties ----------------------------------------------------------
     @property
     def fixed(self):
