@@ -196,6 +196,9 @@ class SelfDistillRecipe:
     epochs: int = 250          # train.py line 17
     batch_size: int = 128      # train.py line 23
     image_size: int = 32
+    pad_fill: int = 128        # RandomCrop(32, padding=4, fill=128), line 35
+    autoaugment: str = "cifar10"  # CIFAR10Policy(), line 36 (--autoaugment, line 21)
+    cutout: int = 16           # Cutout(n_holes=1, length=16), line 37
 
 
 def _official_sgd(lr, weight_decay, epochs, total_steps):
@@ -223,7 +226,10 @@ def self_distill_run(recipe, options):
         optimizer=functools.partial(_official_sgd, options.lr, options.weight_decay, epochs),
         workdir=options.workdir, method="labels" if options.mode == "plain" else options.mode,
         epochs=epochs, batch_size=options.batch_size or (4 if smoke else recipe.batch_size),
-        image_size=size, crop="pad", alpha=options.alpha, temperature=options.temperature,
+        image_size=size, crop="pad", pad_fill=recipe.pad_fill,
+        autoaugment=recipe.autoaugment if options.autoaugment else None,
+        cutout=recipe.cutout if options.autoaugment else None,
+        alpha=options.alpha, temperature=options.temperature,
         feature_weight=options.feature_weight, data_dir=options.data_dir,
         strategy=options.strategy, mixed_precision=options.mixed_precision,
         jit_compile=options.xla, seed=options.seed, deterministic=options.deterministic,

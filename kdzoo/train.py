@@ -210,6 +210,9 @@ class SupervisedRun:
     crop: str | None = "random"
     flip: bool = True
     inception_area_range: tuple = (0.05, 1.0)  # with crop="inception" (the authors' default)
+    pad_fill: int = 0                  # with crop="pad": the border's grey (BYOT pads 128)
+    autoaugment: str | None = None     # an AutoAugment policy after crop + flip ("cifar10")
+    cutout: int | None = None          # then Cutout: one square hole of this side
     mixup_alpha: float | None = None
     alpha: float = 0.3
     temperature: float = 3.0
@@ -278,7 +281,8 @@ def run_supervised(run):
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
         seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
         mixup_alpha=run.mixup_alpha, num_examples=n_train,
-        inception_area_range=tuple(run.inception_area_range)), run, schedule)
+        inception_area_range=tuple(run.inception_area_range), pad_fill=run.pad_fill,
+        autoaugment=run.autoaugment, cutout=run.cutout), run, schedule)
     metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size))
     for role in run.eval_roles:
         batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,

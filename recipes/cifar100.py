@@ -16,9 +16,10 @@ T**2, adapter + L2-norm hint on exits 1 and 2 of 4).
 Data: all 50,000 training images by default, as the authors. ``--minival`` holds out
 the last 1,000 (kdzoo's ``cifar100`` spec) and trains on 49,000; without it the
 ``minival`` figures in metrics.json are measured on those same 1,000 *training*
-images. Augmentation: pad-4 random crop and horizontal flip. The authors add
-AutoAugment's CIFAR-10 policy and Cutout (16 px) (lines 34-38); kdzoo's input
-pipeline has neither, so expect their numbers to be somewhat higher.
+images. Augmentation as the authors' default (lines 34-38): pad-4 random crop with
+grey (128) padding, horizontal flip, AutoAugment's CIFAR-10 policy, Cutout (one 16 px
+hole) (:mod:`kdzoo.data.autoaugment`); ``--noautoaugment`` keeps the crop and flip only,
+as their ``--autoaugment False``.
 """
 
 from absl import app, flags
@@ -42,6 +43,9 @@ flags.DEFINE_float("feature_weight", 0.03, "Weight of the feature hint.")
 flags.DEFINE_float("lr", 0.1, "Initial SGD learning rate (divided by 10 at epochs E//3, "
                    "2E//3 and E-10, as the authors' train.py).")
 flags.DEFINE_float("weight_decay", 5e-4, "PyTorch-style (coupled L2) weight decay.")
+flags.DEFINE_bool("autoaugment", True, "The authors' augmentation: AutoAugment's CIFAR-10 "
+                  "policy and Cutout (16 px) after the pad crop and flip (train.py --autoaugment, "
+                  "default True); --noautoaugment keeps the pad crop and flip only.")
 flags.DEFINE_bool("minival", False, "Hold out the last 1,000 training images as minival "
                   "(train on 49,000) instead of training on all 50,000.")
 flags.adopt_module_key_flags(common)  # --help lists the common flags too

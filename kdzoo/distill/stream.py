@@ -280,17 +280,22 @@ def restored_epoch(callbacks):
 
 def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initial_step=0,
                    crop="random", flip=True, mixup_alpha=None, shuffle_buffer=10_000,
-                   num_examples=None, inception_area_range=augment.INCEPTION_AREA_RANGE):
+                   num_examples=None, inception_area_range=augment.INCEPTION_AREA_RANGE,
+                   pad_fill=0, autoaugment=None, cutout=None):
     """(image, label) examples -> endless batched (views, labels) on :func:`train_stream`.
 
     The supervised runs' stream (labels, mixup fine-tune, self distillation),
     keyed like FunMatch's. ``crop``: ``"pad"`` (pad by 1/8 of the size, random
     crop: the CIFAR recipe), ``"random"`` (the paper's mild random crop),
     ``"inception"`` (of ``inception_area_range`` of the area) or ``None``
-    (resize the whole image). With ``mixup_alpha``
+    (resize the whole image); ``pad_fill`` is the pad's grey. Then the flip, then
+    (the self-distillation authors' CIFAR pipeline) ``autoaugment``, a policy of
+    :mod:`kdzoo.data.autoaugment` (``"cifar10"``), and ``cutout``, the side of one
+    zeroed square. With ``mixup_alpha``
     the labels become mixed one-hot vectors (the paper's "fine-tune with mixup"
     baseline), one ratio per step keyed by ``(seed, step)``.
     """
+    from kdzoo.data import autoaugment as aa
     crops = ("pad", "random", "inception", None)
     if crop not in crops:
         raise ValueError(f"crop must be one of {crops}, got {crop!r}.")
@@ -303,7 +308,8 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
         key = augment.make_key(seed, epoch, index)
         if crop == "pad":
             pad = max(1, image_size // 8)
-            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]],
+                           constant_values=tf.cast(pad_fill, image.dtype))
             box = augment.random_crop_box(image, key, fraction=image_size / (image_size + 2 * pad))
         elif crop == "random":
             box = augment.random_crop_box(image, key)
@@ -314,6 +320,10 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
         out = augment.crop_resize(image, box, image_size)
         if flip:
             out = augment.random_flip(out, augment.make_key(key, augment.STUDENT_FLIP))
+        if autoaugment:
+            out = aa.autoaugment(tf.round(out), key, autoaugment)
+        if cutout:
+            out = aa.cutout(out, key, int(cutout))
         return out, tf.cast(label, tf.int32)
 
     def mix(step, batch):
