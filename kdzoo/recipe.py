@@ -152,8 +152,29 @@ def _one_run(recipe, options, base):
           f"agreement {metrics['test']['agreement']:.4f}")
 
 
+GRID_CACHE = "teacher.tcache"
+
+
+def _grid_teacher_cache(options, base):
+    """The grid's one teacher-output cache, ``<workdir>/teacher.tcache``: written by the first
+    process to need it (others wait on its lock), or None for ``fix/*`` (targets once per
+    point already) and ``--nogrid_cache``."""
+    from kdzoo.file_lock import FileLock
+    from kdzoo.train import FunMatchRun, write_teacher_cache
+    from kdzoo.distill.variants import get_variant
+    if get_variant(base["variant"]).fixed or not options.grid_cache:
+        return None
+    path = os.path.join(options.workdir, GRID_CACHE)
+    os.makedirs(options.workdir, exist_ok=True)
+    with FileLock(path + ".lock", what=f"The grid's teacher cache {path}", blocking=True):
+        if not os.path.exists(path):
+            write_teacher_cache(FunMatchRun(workdir=options.workdir, **base), path)
+    return path
+
+
 def _grid(options, base):
-    """The paper's grid (or one point of it); points share every other setting."""
+    """The paper's grid (or one point of it); points share every other setting, and the
+    teacher runs once for all of them (lr, weight decay and T leave its views unchanged)."""
     from kdzoo import grid as grids
     from kdzoo import run_dir
     from kdzoo.train import FunMatchRun, run_funmatch
@@ -164,11 +185,13 @@ def _grid(options, base):
     run_dir.check_grid(options.workdir, shared, overwrite=options.overwrite,
                        whole_grid=options.grid_index is None,
                        point_dirs=[grids.point_dir(options.workdir, i)
-                                   for i in range(len(points))])
+                                   for i in range(len(points))],
+                       shared_files=[os.path.join(options.workdir, GRID_CACHE)])
+    cache = _grid_teacher_cache(options, base)
     for index in indices:
         point = grids.grid_point(grids.FUNMATCH_GRID, index)
         run_funmatch(FunMatchRun(workdir=grids.point_dir(options.workdir, index),
-                                 params=point, **dict(base, **point)))
+                                 params=point, teacher_cache=cache, **dict(base, **point)))
     rows = grids.finished_points(options.workdir)
     print(grids.summary_table(rows))
     best, metrics = grids.best_point(rows)

@@ -176,14 +176,16 @@ def _record(workdir, settings, defaults=None):
         write_json(path, dict(recorded, **settings, reruns=reruns))
 
 
-def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs=()):
+def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs=(),
+               shared_files=()):
     """Record a grid's ``shared`` settings (all but the grid's own keys) in ``grid.json``.
 
     A later run of any point with other shared settings is refused. With
     ``overwrite`` and ``whole_grid`` (a run of every point), the finished
     ``point_dirs`` are deleted first (each after taking its lock, so a point
     still running elsewhere is never deleted); a single point
-    (``--grid_index``) cannot replace the grid's shared settings.
+    (``--grid_index``) cannot replace the grid's shared settings. ``shared_files``
+    (built for the whole grid) are deleted with the points.
     """
     shared = json.loads(json.dumps(shared))
     path = os.path.join(workdir, GRID_FILE)
@@ -200,4 +202,8 @@ def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs
         if os.path.isdir(point):
             with FileLock(os.path.join(point, LOCK_FILE), what=f"Grid point {point}"):
                 _wipe(point)
+    for built in shared_files:  # e.g. the grid's teacher cache, built for the old settings
+        if os.path.exists(built):
+            with FileLock(built + ".lock", what=f"The grid's {os.path.basename(built)}"):
+                os.remove(built)
     write_json(path, shared)

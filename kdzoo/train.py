@@ -79,6 +79,7 @@ class FunMatchRun:
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
     overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
+    teacher_cache: str | None = None  # train from this file (write_teacher_cache), no teacher
 
 
 def _train_spec(run):
@@ -143,21 +144,13 @@ def _summary(run, schedule):
             "steps_per_log": schedule.interval}
 
 
-def run_funmatch(run):
-    """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
-    from kdzoo.data import get_spec, load_split
+def _funmatch_setup(run, strategy):
+    """``(spec, schedule, distiller, train images, N)`` of a FunMatch run, compiled."""
+    from kdzoo.data import get_spec
     from kdzoo.distill import FunMatchDistiller, paper_optimizer
 
     spec = get_spec(run.dataset)
     image_size = run.image_size or spec.input_size
-    set_precision(run.mixed_precision)
-    seed_everything(run.seed, run.deterministic)
-    strategy = get_strategy(run.strategy)
-    split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
-    # One workdir = one run: lock it for the run's life, record / compare its settings.
-    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
-                                 overwrite=run.overwrite, worker=worker_subdir(),
-                                 defaults=run_dir.defaults_of(run))
     train_images, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     with strategy.scope():
@@ -170,16 +163,56 @@ def run_funmatch(run):
                                       run.weight_decay),
             jit_compile=run.jit_compile)
     min_side = max(image_size, run.teacher_image_size or 0)
-    train_images = upscale_small_images(train_images, min_side)
-    resize_small = eval_resize_small(spec, image_size)
+    return spec, schedule, distiller, upscale_small_images(train_images, min_side), n_train
+
+
+def write_teacher_cache(run, path, top_k=None, dtype="float16"):
+    """Run ``run``'s teacher once over every train view of its whole schedule, into ``path``.
+
+    Every run that differs from ``run`` only in :data:`kdzoo.grid.TEACHER_FREE`
+    settings (lr, weight decay, temperature, a shorter budget) sees these very views,
+    so a grid writes this once and gives its points ``teacher_cache=path``.
+    Returns the opened :class:`kdzoo.distill.teacher_cache.TeacherCache`.
+    """
+    from kdzoo.distill.cache_writer import cache_teacher
+    set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
+    steps_per_epoch = n // run.batch_size
+    return cache_teacher(distiller, images, path, top_k=top_k, dtype=dtype, num_images=n,
+                         epochs=-(-schedule.total_steps // steps_per_epoch),
+                         batch_size=run.batch_size)
+
+
+def run_funmatch(run):
+    """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
+    from kdzoo.data import load_split
+
+    set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    strategy = get_strategy(run.strategy)
+    split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
+    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
+                                 overwrite=run.overwrite, worker=worker_subdir(),
+                                 defaults=run_dir.defaults_of(run))
+    spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
+    cache = run.teacher_cache and distiller.use_teacher_cache(run.teacher_cache)
+    min_side = max(distiller.image_size, run.teacher_image_size or 0)
+    resize_small = eval_resize_small(spec, distiller.image_size)
 
     def eval_split(role):
         images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
         return distiller.make_eval_dataset(images, run.eval_batch_size, resize_small=resize_small)
 
-    _fit(distiller, lambda step: distiller.make_train_dataset(
-        train_images, run.batch_size, initial_step=step, num_images=n_train), run, schedule)
-    metrics = dict(_summary(run, schedule), eval=eval_text(spec, image_size))
+    def make_train(step):
+        if cache:
+            cache.check_steps(step, schedule.total_steps)
+        return distiller.make_train_dataset(train_images, run.batch_size, initial_step=step,
+                                            num_images=n_train)
+
+    _fit(distiller, make_train, run, schedule)
+    metrics = dict(_summary(run, schedule), eval=eval_text(spec, distiller.image_size))
     for role in run.eval_roles:
         metrics[role] = distiller.evaluate(eval_split(role), return_dict=True, verbose=0)
     save_model(distiller.student, os.path.join(run.workdir, "student.keras"))

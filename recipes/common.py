@@ -138,6 +138,9 @@ FUNMATCH_FLAGS = (
      "'pretrained' or a checkpoint path (.npz / .weights.h5)."),
     ("string", "distill_dataset", None, "Distill on this dataset's train images "
      "(out-of-domain study) and evaluate on the recipe's own dataset."),
+    ("bool", "grid_cache", True, "--grid: run the teacher once, into <workdir>/teacher.tcache, "
+     "and train every point from it (lr, weight decay and T leave the teacher's views "
+     "unchanged); --nogrid_cache runs the teacher online in every point."),
 )
 
 

@@ -189,7 +189,8 @@ class FunMatchData:
             raise ValueError("validation_split is not supported; pass validation_data.")
         if x is None:
             raise ValueError("fit needs training images.")
-        if not self._is_views(x):
+        built_here = not self._is_views(x)
+        if built_here:
             raw = x
             # keras.callbacks.BackupAndRestore restores the epoch only once fit has
             # started; the stream is built now, so it reads the backup's epoch first.
@@ -206,8 +207,12 @@ class FunMatchData:
             steps_per_epoch = self.train_steps_per_epoch
             if steps_per_epoch is None:
                 raise ValueError("The train stream is endless: pass steps_per_epoch.")
-        if self.teacher_cache is not None:
-            self.teacher_cache.check_epochs(initial_epoch, epochs)
+        cache = self.teacher_cache
+        if cache is not None and built_here:  # a prepared stream was checked by its builder
+            if steps_per_epoch == cache.steps_per_epoch:
+                cache.check_epochs(initial_epoch, epochs)
+            else:
+                cache.check_steps(initial_epoch * steps_per_epoch, epochs * steps_per_epoch)
         kwargs["shuffle"] = False  # the view pipeline shuffles, seeded, per epoch
         with input_errors():  # keras.Model.fit: the checks above replace CheckedInputs.fit's
             return keras.Model.fit(self, x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,

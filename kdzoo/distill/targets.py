@@ -128,14 +128,12 @@ def with_cached_targets(cache, batches, temperature, info, images):
     """``batches`` of views with the cache's targets in place of the teacher view.
 
     ``info``: the stream's :class:`kdzoo.distill.stream.StreamInfo`, checked against
-    the cache's header; the stream must start at the first step of a cache epoch.
+    the cache's header. The stream may start at any step the cache holds (a resumed
+    run starts wherever its checkpoint is): the cache's targets are in step order.
     """
     cache_epoch, rest = divmod(info.initial_step, cache.steps_per_epoch)
-    if rest:
-        raise ValueError(f"Teacher cache {cache.path} holds epochs of "
-                         f"{cache.steps_per_epoch} steps; the stream starts at step "
-                         f"{info.initial_step}, inside epoch {cache_epoch}.")
     cache.check_stream(info.batch_size, info.num_images, info.shuffle_buffer, info.shuffle,
                        cache_epoch, images)
-    return tf.data.Dataset.zip((batches, cache.dataset(cache_epoch, temperature))).map(
+    cached = cache.dataset(cache_epoch, temperature).skip(rest)
+    return tf.data.Dataset.zip((batches, cached)).map(
         lambda b, t: {"student": b["student"], "targets": t})

@@ -241,6 +241,16 @@ class TeacherCache:
                     f"Teacher cache {self.path} was built on other train images (sha256 "
                     f"{fp[:12]}, these: {mine_fp[:12]}).")
 
+    def check_steps(self, initial_step, total_steps):
+        """Refuse a run of steps ``[initial_step, total_steps)`` the cache does not hold."""
+        start, end = (e * self.steps_per_epoch for e in self.epochs)
+        if not (start <= int(initial_step) and int(total_steps) <= end):
+            raise CheckpointError(
+                f"Teacher cache {self.path} holds steps [{start}, {end}) (epochs "
+                f"{list(self.epochs)} of {self.steps_per_epoch} steps); the run needs "
+                f"[{initial_step}, {total_steps}). Cache epochs up to "
+                f"{-(-int(total_steps) // self.steps_per_epoch)}.")
+
     def check_epochs(self, initial_epoch, epochs):
         start, end = self.epochs
         if not (start <= int(initial_epoch) and int(epochs) <= end):

@@ -361,3 +361,20 @@ def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
         online = train(make(point), images, point["epochs"], batch_size=64)
         assert max_diff(online, trained[index]) < 1e-4, (index, point)
     assert max_diff(trained[0], trained[1]) > 1e-3  # T changes the result
+
+
+def test_a_cached_stream_starts_at_any_step_as_a_resumed_run_does(teacher, images, tmp_path):
+    """Resuming at step s (mid data epoch) reads the cache from step s: the same views and
+    targets as batch s of the uninterrupted stream; steps past the cache are refused."""
+    d = distiller(teacher)
+    cache = kd.cache_teacher(d, images, tmp_path / "c.tcache", epochs=2, batch_size=64,
+                             dtype="float32")  # 4 steps per epoch
+    d.use_teacher_cache(cache)
+    whole = list(d.make_train_dataset(images, 64, initial_step=0, num_images=256).take(8))
+    for step in (1, 5, 7):
+        resumed = next(iter(d.make_train_dataset(images, 64, initial_step=step, num_images=256)))
+        for key in ("student", "targets"):
+            np.testing.assert_array_equal(resumed[key].numpy(), whole[step][key].numpy())
+    cache.check_steps(5, 8)
+    with pytest.raises(CheckpointError, match=r"holds steps \[0, 8\).*needs \[5, 9\)"):
+        cache.check_steps(5, 9)

@@ -146,12 +146,23 @@ def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
                                     "--workdir", str(tmp_path)), env=ENV, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    # one point's directory, and the grid's shared settings (kdzoo.run_dir.check_grid)
-    assert sorted(os.listdir(tmp_path)) == ["grid.json", "point-042"]
+    # one point's directory, the grid's shared settings (kdzoo.run_dir.check_grid) and
+    # the grid's one teacher cache, which the point trained from
+    assert sorted(os.listdir(tmp_path)) == ["grid.json", "point-042", "teacher.tcache",
+                                            "teacher.tcache.lock"]
     config = json.load(open(tmp_path / "point-042" / "config.json"))
     # 42 = 2 * 20 + 0 * 4 + 2: lr[2], weight_decay[0], temperature[2]
     assert (config["lr"], config["weight_decay"], config["temperature"]) == (3e-3, 1e-5, 5.0)
+    assert config["teacher_cache"] == str(tmp_path / "teacher.tcache")
     assert "| 42* |" in result.stdout and "best on minival: point 42" in result.stdout
+    # another point (other lr, wd, T) reuses the cache as written: the teacher ran once
+    written = os.stat(tmp_path / "teacher.tcache").st_mtime_ns
+    again = subprocess.run(_recipe("pets", "--smoke", "--grid_index", "3", "--workdir",
+                                   str(tmp_path)), env=ENV, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert os.stat(tmp_path / "teacher.tcache").st_mtime_ns == written
+    assert "| 3 |" in again.stdout or "| 3* |" in again.stdout
 
 
 def test_recipe_help_explains_every_common_flag():
