@@ -157,6 +157,15 @@ def _pyplot():
     return plt
 
 
+COLORS = {m: f"C{i}" for i, m in enumerate(
+    ("labels", "mixup", "fix/rs", "ind/ic", "same/ic", "funmatch", "self_distillation"))}
+
+
+def _color(method):
+    """One colour per method in both plots (C7 for a method outside the study's list)."""
+    return COLORS.get(method, "C7")
+
+
 def _curve(ax, groups, method, color):
     g = sorted((x for x in groups if x["method"] == method), key=lambda x: x["epochs"])
     e = np.array([x["epochs"] for x in g])
@@ -170,8 +179,8 @@ def plot_budgets(summary, workdir):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))
     groups = [g for g in summary["summary"] if g["method"] != "self_distillation"]
-    for i, method in enumerate(dict.fromkeys(g["method"] for g in groups)):
-        _curve(ax, groups, method, f"C{i}")
+    for method in dict.fromkeys(g["method"] for g in groups):
+        _curve(ax, groups, method, _color(method))
     ax.axhline(summary["teacher"]["top1"], color="k", ls="--", label="teacher (60k images)")
     ax.set_xscale("log")
     n = summary["rows"][0]["train_images"] if summary["rows"] else 0
@@ -185,7 +194,8 @@ def _exits_curve(ax, rows):
     if sd:
         acc = np.array([r["exit_top1"] for r in sd])
         ax.errorbar(np.mean([r["exit_mflops"] for r in sd], 0), acc.mean(0), yerr=acc.std(0),
-                    fmt="o-", capsize=3, label=f"self distillation: exits 1..{acc.shape[1]}")
+                    fmt="o-", capsize=3, color=_color("self_distillation"),
+                    label=f"self distillation: exits 1..{acc.shape[1]}")
 
 
 def plot_exits(summary, workdir):
@@ -194,10 +204,10 @@ def plot_exits(summary, workdir):
     fig, ax = plt.subplots(figsize=(7, 5))
     _exits_curve(ax, summary["rows"])
     top = max((r["epochs"] for r in summary["rows"]), default=0)
-    for i, g in enumerate(x for x in summary["summary"]
-                          if x["epochs"] == top and x["method"] != "self_distillation"):
-        ax.scatter(summary["student"]["mflops"], g["top1_mean"], color=f"C{i + 1}", marker="x",
-                   label=f"{g['method']} ({top} epochs)")
+    for g in (x for x in summary["summary"]
+              if x["epochs"] == top and x["method"] != "self_distillation"):
+        ax.scatter(summary["student"]["mflops"], g["top1_mean"], color=_color(g["method"]),
+                   marker="x", label=f"{g['method']} ({top} epochs)")
     t = summary["teacher"]
     ax.scatter(t["mflops"], t["top1"], color="k", marker="*", s=80, label="teacher")
     return _save(fig, ax, os.path.join(workdir, "accuracy_vs_flops.png"),
