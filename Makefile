@@ -38,7 +38,8 @@ data:
 test: install data
 	$(PYTEST) tests
 
-# The edit loop: everything but the tests marked slow (demo, kill-and-resume, multi-worker).
+# The edit loop (about 2 min on 2 cores): everything but the tests marked slow (demo,
+# kill-and-resume, multi-worker, recipe subprocesses, every test over about 3 s).
 test-fast: install data
 	$(PYTEST) -m "not slow" tests
 

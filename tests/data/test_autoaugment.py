@@ -147,6 +147,7 @@ def test_the_authors_cifar_pipeline_pads_grey_and_cuts_out_one_hole():
     assert set(np.unique(plain)) <= {0.0, 200.0}          # the default pad is black, no hole
 
 
+@pytest.mark.slow
 def test_autoaugment_in_the_stream_is_keyed_and_changes_images():
     a = _cifar_batch(pad_fill=128, autoaugment="cifar10", cutout=16)
     assert np.array_equal(a, _cifar_batch(pad_fill=128, autoaugment="cifar10", cutout=16))

@@ -274,6 +274,7 @@ def test_cache_only_where_the_spec_says(fake_data_dir):
 FASHION = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(FASHION), reason="dataset-fashion-mnist missing")
 def test_fashion_mnist_minival_and_sharding():
     from kdzoo.data import fashion_mnist

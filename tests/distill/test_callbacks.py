@@ -24,6 +24,7 @@ def _student_weights_each_epoch(student):
                                                      student.get_weights()]))
 
 
+@pytest.mark.slow
 def test_funmatch_checkpoint_keeps_the_best_student_only_and_auto_mode_maximises(tmp_path):
     keras.utils.set_random_seed(0)
     teacher, student = tiny(name="teacher", seed=1, width=16), tiny(name="student", seed=2)

@@ -190,6 +190,7 @@ def test_augmentation_is_deterministic_and_keyed_by_seed_epoch_index():
     np.testing.assert_array_equal(resumed[0]["student"], a[5]["student"])
 
 
+@pytest.mark.slow
 def test_training_repeats_exactly_given_a_seed():
     imgs = smooth_images(16, 20)
     teacher = tiny(name="t", seed=1)
@@ -216,6 +217,7 @@ def _probe_step(variant, teacher_size=16, batch=8, seed=0):
     return (teacher.extra["probe"].seen.numpy(), student.extra["probe"].seen.numpy())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["same/rc", "same/ic", "funmatch"])
 def test_same_variants_feed_identical_views(variant):
     t_seen, s_seen = _probe_step(variant)
@@ -223,6 +225,7 @@ def test_same_variants_feed_identical_views(variant):
     np.testing.assert_array_equal(t_seen, s_seen)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["ind/rc", "ind/ic"])
 def test_ind_variants_feed_independent_crops(variant):
     t_seen, s_seen = _probe_step(variant)
@@ -273,6 +276,7 @@ def test_cross_resolution_teacher_sees_the_same_box():
     assert np.abs(down - np.roll(s_seen, 1, axis=0)).mean() > 5.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["fix/rs", "fix/cc", "fix/ic_ens"])
 def test_fixed_variants_never_call_the_teacher_while_training(variant):
     imgs = smooth_images(24, 20)
@@ -304,6 +308,7 @@ def test_fixed_variants_never_call_the_teacher_while_training(variant):
         np.testing.assert_allclose(targets, expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_bitwise():
     imgs = smooth_images(32, 20)
     teacher = tiny(batchnorm=True, name="t")
@@ -362,6 +367,7 @@ def _np_kl(p, log_q):
     return (p * (np.log(p) - log_q)).sum(-1)
 
 
+@pytest.mark.slow
 def test_ensemble_sums_per_teacher_kls_by_default_or_averages_probabilities():
     # big_vision trainers/proj/distill/distill.py loss_fn: distill_loss += dist(...) per teacher.
     t1, t2, student = tiny(name="t1", seed=1), tiny(name="t2", seed=2), tiny(name="s", seed=3)
@@ -393,6 +399,7 @@ def test_ensemble_sums_per_teacher_kls_by_default_or_averages_probabilities():
         FunMatchDistiller([t1, t2], student, image_size=16, ensemble="avg")
 
 
+@pytest.mark.slow
 def test_ic_ens_averages_every_crop_in_bounded_teacher_batches():
     assert ViewMaker("fix/ic_ens", 16).ensemble_crops == 1000  # the paper's 1,000 crops
     assert FunMatchDistiller(tiny(), tiny(), variant="fix/ic_ens",
@@ -515,6 +522,7 @@ def test_paper_optimizer_schedule_clip_and_kernel_only_decay():
     np.testing.assert_array_equal(bias.numpy(), np.ones(3))
 
 
+@pytest.mark.slow
 def test_mobilenet_v3_students_are_registered_and_distil():
     from kdzoo.models.common import stage_names
     from kdzoo.registry import architectures
@@ -539,6 +547,7 @@ def test_mobilenet_v3_students_are_registered_and_distil():
 
 
 # ------------------------------------------ precision / XLA / distribution ---
+@pytest.mark.slow
 def test_mixed_precision_and_jit_compile():
     keras.config.set_dtype_policy("mixed_float16")
     try:
@@ -599,6 +608,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_on_two_logical_cpus():
     script = MIRRORED_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -620,6 +630,7 @@ def test_mirrored_strategy_on_two_logical_cpus():
 
 
 # ---------------------------------------------------------------- learning ---
+@pytest.mark.slow
 def test_student_learns_the_teachers_function_on_fashion_mnist():
     from kdzoo.data import fashion_mnist
 

@@ -95,6 +95,7 @@ def test_official_loss_terms_match_numpy():
     np.testing.assert_allclose(float(tw["ce_per_exit"][3]), ce_w, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_official_hint_wiring_in_the_model():
     """Adapters on exits 1 and 2 of 4 (not 3), applied to the pooled exit features; the
     target is the deepest pooled feature; recomputed here with NumPy from layer outputs."""
@@ -220,6 +221,7 @@ def test_exits_shapes_and_ensemble_metric(model, images):
         assert key in result
 
 
+@pytest.mark.slow
 def test_fit_updates_weights_and_keras_round_trip(tmp_path, images):
     keras.utils.set_random_seed(1)
     m = SelfDistillation(tiny_backbone(), num_classes=10, alpha=0.5, temperature=2.0,
@@ -242,6 +244,7 @@ def test_fit_updates_weights_and_keras_round_trip(tmp_path, images):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_learns_fashion_mnist():
     from kdzoo.data import fashion_mnist
     try:
@@ -312,6 +315,7 @@ def test_bad_input_errors(model, images):
 
 # ----------------------------------------------------------------- early exit
 
+@pytest.mark.slow
 def test_early_exit_skips_compute_for_confident_rows(model, images):
     full = [np.asarray(z) for z in model.predict(images, verbose=0)]
     conf1 = np.exp(np_log_softmax(full[0].astype("float64"))).max(-1)
@@ -371,6 +375,7 @@ def test_calibration_for_accuracy_and_budget(model, images):
 
 # ----------------------------------------------------------------- export
 
+@pytest.mark.slow
 def test_exported_exit_matches_and_saves(model, images, tmp_path):
     full = model.predict(images[:8], verbose=0)
     exported = model.export_exit(2)
@@ -391,6 +396,7 @@ def test_exported_exit_matches_and_saves(model, images, tmp_path):
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_tflite_conversion_matches(model, images):
     exported = model.export_exit(1)
@@ -415,6 +421,7 @@ def test_no_prints_in_library():
             assert "print(" not in f.read()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("onednn", ["1", "0"])
 def test_early_exit_with_empty_deeper_sections(onednn):
     """Thresholds that empty every deeper section must not launch (or crash) them.
@@ -499,6 +506,7 @@ def test_official_schedule_is_train_py_epoch_loop():
 
 # ----------------------------------------------------------------- light exit heads
 
+@pytest.mark.slow
 def test_light_heads_are_cheap_and_early_exit_matches_the_exits(images):
     """head="light": average pool to the deepest size + 1x1 conv (counted by hand), far
     cheaper than the paper's bottleneck; EarlyExit still returns each exit's logits."""

@@ -102,6 +102,7 @@ def caches(tmp_path_factory, teacher, images):
 
 
 # ------------------------------------------------------------ equivalence ---
+@pytest.mark.slow
 def test_cached_training_gives_the_same_student_as_online(teacher, images, caches):
     initial = [w.numpy().copy() for w in distiller(teacher).student.weights]
     online = train(distiller(teacher), images, epochs=3)
@@ -139,6 +140,7 @@ def target_gap(teacher, images, path):
                           for a, b in zip(online, cached)]))
 
 
+@pytest.mark.slow
 def test_cached_targets_match_the_teacher_at_any_temperature(teacher, images, caches):
     for temperature in (1.0, 4.0):
         d = distiller(teacher, temperature=temperature)
@@ -194,6 +196,7 @@ def test_ensemble_teacher_cache(images, tmp_path):
 
 
 # --------------------------------------------------------- teacher never run ---
+@pytest.mark.slow
 def test_training_from_the_cache_never_runs_the_teacher(teacher, images, tmp_path):
     d = distiller(teacher)
     before = int(TEACHER_IMAGES.numpy())
@@ -338,6 +341,7 @@ def test_grid_axes_and_sharing_groups():
         grid.fit_grid_from_one_cache(lambda p: None, None, mixed, "unused", batch_size=8)
 
 
+@pytest.mark.slow
 def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
     from kdzoo import grid
     points = grid.expand_grid({"epochs": (1, 2), "lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})

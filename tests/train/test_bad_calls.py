@@ -404,6 +404,7 @@ def test_good_labels_and_images_still_evaluate(env):
     env.sd.evaluate(_labelled(_float_images(), ids.astype("float32")), verbose=0)
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_user_fit_naming_the_step_and_keeps_good_weights(tmp_path):
     import keras
 
@@ -441,6 +442,7 @@ def test_table_is_large_and_ids_are_unique():
     assert len(ids) == len(set(ids)) and len(ids) >= 35
 
 
+@pytest.mark.slow
 def test_bad_recipe_flags_are_all_reported_before_any_work(tmp_path):
     """Three bad flags, one subprocess: each named with its valid range, nothing run."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

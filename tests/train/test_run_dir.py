@@ -118,6 +118,7 @@ def _hold(workdir, worker=""):
     return proc
 
 
+@pytest.mark.slow
 def test_a_live_holder_refuses_a_second_run_and_a_dead_one_is_taken_over(tmp_path):
     proc = _hold(tmp_path)
     try:
@@ -136,6 +137,7 @@ def test_a_live_holder_refuses_a_second_run_and_a_dead_one_is_taken_over(tmp_pat
     lock.release()
 
 
+@pytest.mark.slow
 def test_each_worker_directory_is_locked_on_its_own(tmp_path):
     proc = _hold(tmp_path, "worker-1")
     try:

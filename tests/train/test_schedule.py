@@ -65,6 +65,7 @@ def _index_stream(n, batch, steps, initial_step=0, shuffle=0):
     return [tuple(t.numpy() for t in b) for b in ds.take(steps)]
 
 
+@pytest.mark.slow
 def test_stream_runs_epochs_back_to_back_without_dropping_images():
     got = _index_stream(10, 4, 5)
     # 20 images = 2 data epochs in order; the third batch straddles the epoch end.
@@ -184,6 +185,7 @@ class _Stop(keras.callbacks.Callback):
             raise KeyboardInterrupt("preempted")
 
 
+@pytest.mark.slow
 def test_backup_and_restore_resume_continues_the_exact_stream(tmp_path):
     imgs = smooth_images(16, 20)
     whole = _distiller()

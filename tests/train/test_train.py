@@ -129,6 +129,7 @@ def test_every_funmatch_recipe_runs_its_smoke_path(recipe, smoke_runs):
     assert checkpointing.read_state(str(workdir / "checkpoints"))["epoch"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["self_distillation", "plain"])
 def test_cifar100_recipe_runs_its_smoke_path(mode, smoke_runs):
     returncode, stderr, workdir = smoke_runs[f"cifar100-{mode}"]
@@ -165,6 +166,7 @@ def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
     assert "| 3 |" in again.stdout or "| 3* |" in again.stdout
 
 
+@pytest.mark.slow
 def test_recipe_help_explains_every_common_flag():
     result = subprocess.run(_recipe("pets", "--helpfull"), env=ENV, capture_output=True,
                             text=True, timeout=300)
@@ -219,6 +221,7 @@ def test_checkpoint_refuses_to_overwrite_with_non_finite_weights(tmp_path):
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
 
 
+@pytest.mark.slow
 def test_a_smoke_checkpoint_holds_the_student_and_its_optimizer_only(smoke_runs):
     import keras
 

@@ -474,6 +474,7 @@ def test_safe_mode_holds_even_when_unsafe_deserialization_is_enabled(env):
     sentinel_absent(env)
 
 
+@pytest.mark.slow
 def test_corrupt_converted_cache_is_rebuilt(env):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (2, TINY_SIZE, TINY_SIZE, 3)).astype("float32")

@@ -75,6 +75,7 @@ def test_reference_arithmetic_reproduces_published_counts():
     assert round(counts.resnext_params(10) / 1e6, 1) == 34.4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_parameter_count_and_stages(name):
     keras.backend.clear_session()

@@ -99,6 +99,7 @@ def test_pyramidnet_zero_pad_becomes_zero_padding_layer():
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_funmatch_student_and_mixed_precision_policy_are_kept():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
@@ -210,6 +211,7 @@ def test_saved_plain_models_load_and_agree_in_a_process_without_kdzoo(tmp_path):
         assert rel_err < 1e-4, (name, rel_err)
 
 
+@pytest.mark.slow
 def test_plain_exit_exports_as_saved_model_and_tflite(tmp_path):
     sd = kdzoo.SelfDistillation(tiny_bit(), num_classes=10)
     exit2 = sd.export_exit(2)

@@ -117,6 +117,7 @@ TIMM_MILLIONS = {(50, 1): 25.55, (50, 3): 217.32, (101, 1): 44.54, (101, 3): 387
                  (152, 2): 236.34, (152, 4): 936.53}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("depth,width", sorted(TIMM_MILLIONS))
 def test_parameter_counts_match_the_published_layout(depth, width):
     model = kdzoo.load(f"bit_r{depth}x{width}", weights=None, input_shape=(32, 32, 3))
@@ -129,6 +130,7 @@ def test_parameter_counts_match_the_published_layout(depth, width):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_scratch_students_get_bit_papers_zero_head(images):
     from kdzoo.recipe import load_student
     from kdzoo.models.bit import build_bit, zero_init_head
@@ -166,6 +168,7 @@ def test_raw_uint8_and_float_pixels_give_the_same_result(loaded, images):
     assert loaded.get_layer("preprocess") is not None
 
 
+@pytest.mark.slow
 def test_big_vision_naming_loads_to_the_same_model(r50_params, tmp_path, loaded, images):
     path = tmp_path / "bv.npz"
     np.savez(path, **{"params/" + k: v for k, v in to_big_vision(r50_params).items()})
@@ -174,6 +177,7 @@ def test_big_vision_naming_loads_to_the_same_model(r50_params, tmp_path, loaded,
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_new_head_and_feature_extractor(r50_npz, loaded, images, reference):
     tuned = kdzoo.load("resnet50_funmatch_imagenet", weights=r50_npz, num_classes=5,
                        input_shape=(IMAGE, IMAGE, 3))
@@ -196,6 +200,7 @@ def test_stage_outputs_are_exposed_by_name(loaded):
     assert [t.shape[1] for t in stages.values()] == [16, 8, 4, 2]
 
 
+@pytest.mark.slow
 def test_round_trips_through_weights_h5_and_keras(loaded, images, tmp_path):
     expected = loaded.predict(images, verbose=0)
     h5 = str(tmp_path / "r50.weights.h5")
@@ -222,6 +227,7 @@ def _mutated(params, tmp_path, change):
     (lambda p: p.__setitem__("resnet/block4/unit04/a/group_norm/gamma", np.ones(2048, "float32")), r"does not use.*block4/unit04"),
     (lambda p: p.__setitem__("resnet/group_norm/beta", np.full(2048, np.nan, "float32")), r"NaN"),
 ])
+@pytest.mark.slow
 def test_bad_checkpoints_name_the_file_and_key(r50_params, tmp_path, change, message):
     path = _mutated(r50_params, tmp_path, change)
     with pytest.raises(CheckpointError, match=message) as info:
@@ -266,6 +272,7 @@ def test_no_network_names_the_url_and_how_to_supply_the_file(offline_card):
     assert not os.path.isdir(downloads) or os.listdir(downloads) == []
 
 
+@pytest.mark.slow
 def test_file_placed_by_hand_is_converted_once_and_cached(offline_card, r50_npz, images, reference):
     target = os.path.join(zoo.cache_root(), "downloads", "bit_r50x1.funmatch_in1k_224-R50x1_224.npz")
     os.makedirs(os.path.dirname(target))
