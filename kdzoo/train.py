@@ -36,8 +36,34 @@ from kdzoo.fit import (Schedule, eval_batches, eval_resize_small, eval_text,  # 
 from kdzoo.precision import resolve_precision
 
 
+@dataclasses.dataclass(kw_only=True)
+class RunOptions:
+    """What every training run has besides its method: data, hardware, seed, checkpoints,
+    evaluation. :class:`FunMatchRun` and :class:`SupervisedRun` extend it (keywords only)."""
+
+    data_dir: str | None = None
+    strategy: str = "auto"
+    mixed_precision: str | None = None
+    jit_compile: object = "auto"
+    seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+    log_every_steps: int = 500          # one Keras epoch (progress line, checkpoint check)
+    checkpoint_every_steps: int = 5000
+    checkpoint_every_minutes: float | None = 30.0
+    keep_checkpoints: int = 3
+    num_train_examples: int | None = None  # None: all of the train split (from its info)
+    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
+    train_per_class: int | None = None  # a class-balanced subset of the train split ...
+    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
+    eval_batch_size: int = 256
+    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
+    verbose: object = "auto"
+    params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
+
+
 @dataclasses.dataclass
-class FunMatchRun:
+class FunMatchRun(RunOptions):
     """One FunMatch training run (a recipe fills this in; one grid point = one run).
 
     ``teacher`` / ``student`` are callables returning Keras models (so recipes
@@ -59,25 +85,6 @@ class FunMatchRun:
     image_size: int | None = None
     teacher_image_size: int | None = None
     distill_dataset: str | None = None   # out-of-domain: distill on these images
-    data_dir: str | None = None
-    strategy: str = "auto"
-    mixed_precision: str | None = None
-    jit_compile: object = "auto"
-    seed: int = 0
-    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
-    log_every_steps: int = 500          # one Keras epoch (progress line, checkpoint check)
-    checkpoint_every_steps: int = 5000
-    checkpoint_every_minutes: float | None = 30.0
-    keep_checkpoints: int = 3
-    num_train_examples: int | None = None  # None: all of the train split (from its info)
-    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
-    train_per_class: int | None = None  # a class-balanced subset of the train split ...
-    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
-    eval_batch_size: int = 256
-    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
-    verbose: object = "auto"
-    params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
-    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
     teacher_cache: str | None = None  # train from this file (write_teacher_cache), no teacher
 
@@ -222,7 +229,7 @@ def run_funmatch(run):
 
 
 @dataclasses.dataclass
-class SupervisedRun:
+class SupervisedRun(RunOptions):
     """Training on labels: a plain network, a self-distilled one, or deep supervision.
 
     ``model``: callable returning the network (a zoo backbone). ``method``:
@@ -250,25 +257,6 @@ class SupervisedRun:
     alpha: float = 0.3
     temperature: float = 3.0
     feature_weight: float = 0.03
-    data_dir: str | None = None
-    strategy: str = "auto"
-    mixed_precision: str | None = None
-    jit_compile: object = "auto"
-    seed: int = 0
-    deterministic: bool = False
-    log_every_steps: int = 500
-    checkpoint_every_steps: int = 5000
-    checkpoint_every_minutes: float | None = 30.0
-    keep_checkpoints: int = 3
-    num_train_examples: int | None = None
-    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
-    train_per_class: int | None = None  # a class-balanced subset of the train split ...
-    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
-    eval_batch_size: int = 256
-    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
-    verbose: object = "auto"
-    params: dict = dataclasses.field(default_factory=dict)
-    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.run_dir)
 
 
 METHODS = ("labels", "self_distillation", "deep_supervision")
