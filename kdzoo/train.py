@@ -181,14 +181,30 @@ def write_teacher_cache(run, path, top_k=None, dtype="float16"):
     so a grid writes this once and gives its points ``teacher_cache=path``.
     Returns the opened :class:`kdzoo.distill.teacher_cache.TeacherCache`.
     """
+    import shutil
+
+    import numpy as np
+
     from kdzoo.distill.cache_writer import cache_teacher
+    from kdzoo.errors import RecipeError
     set_precision(run.mixed_precision)
     seed_everything(run.seed, run.deterministic)
     _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
     steps_per_epoch = n // run.batch_size
+    epochs = -(-schedule.total_steps // steps_per_epoch)
+    # Paper scale: 2M steps x 512 views x 102 classes of float16 is 209 GB; say so first.
+    k = top_k or distiller.num_classes
+    per_view = np.dtype(dtype).itemsize * (k if k == distiller.num_classes else 2 * k + 1)
+    need = epochs * steps_per_epoch * run.batch_size * len(distiller.teachers) * per_view
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if need > free:
+        raise RecipeError(
+            f"The teacher cache {path} would take {need / 1e9:.1f} GB ({epochs * steps_per_epoch} "
+            f"steps x {run.batch_size} views x {k} logits); {free / 1e9:.1f} GB are free there. "
+            "Free space, use a shorter schedule, or train without the cache "
+            "(--nogrid_cache).")
     return cache_teacher(distiller, images, path, top_k=top_k, dtype=dtype, num_images=n,
-                         epochs=-(-schedule.total_steps // steps_per_epoch),
-                         batch_size=run.batch_size)
+                         epochs=epochs, batch_size=run.batch_size)
 
 
 def run_funmatch(run):

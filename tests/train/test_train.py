@@ -312,3 +312,27 @@ def test_recipe_command_line_errors_are_one_clear_message(tmp_path):
     assert rc != 0 and "Traceback" not in err and "batch_sise" in err
     rc, _, err = results["bad-teacher"]
     assert rc != 0 and "Traceback" not in err and "no.npz" in err and "--teacher" in err
+
+
+def test_a_teacher_cache_too_big_for_the_disk_is_refused_before_the_teacher_runs(
+        tmp_path, monkeypatch):
+    """flowers102 at the paper's long schedule: 2M steps x 512 views x 102 float16 logits."""
+    import shutil
+    import types
+
+    from kdzoo import train
+    from kdzoo.errors import RecipeError
+
+    distiller = types.SimpleNamespace(num_classes=102, teachers=[object()])
+    schedule = types.SimpleNamespace(total_steps=2_000_000)
+    monkeypatch.setattr(train, "_funmatch_setup",
+                        lambda run, strategy: (None, schedule, distiller, None, 1020))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=50e9))
+    run = train.FunMatchRun(dataset="oxford_flowers102", teacher=None, student=None,
+                            workdir=str(tmp_path), batch_size=512)
+    with pytest.raises(RecipeError) as err:
+        train.write_teacher_cache(run, str(tmp_path / "teacher.tcache"))
+    need = 2_000_000 * 512 * 102 * 2 / 1e9
+    assert f"{need:.1f} GB" in str(err.value) and "50.0 GB are free" in str(err.value)
+    assert "--nogrid_cache" in str(err.value)
+    assert not os.path.exists(tmp_path / "teacher.tcache")
