@@ -18,6 +18,7 @@ light heads (goal <= 1.3), and the same figures for the paper heads beside them.
 
     python benchmarks/self_distill.py --quick
     python benchmarks/self_distill.py --model_dir /tmp/sd_bench   # reuse trained nets
+    python benchmarks/self_distill.py --heads light --epochs 8    # longer-trained light heads
 """
 
 import os
@@ -168,7 +169,9 @@ def main():
     args = _bench.parse_args(__doc__, seed={"type": int, "default": 0},
                              model_dir={"default": None, "help": "load trained nets from "
                                         "here if present, else train and save them here"},
-                             epochs={"type": int, "default": None})
+                             epochs={"type": int, "default": None},
+                             heads={"default": None, "help": "comma list of exit heads to "
+                                    "measure (default: light,bottleneck; --quick: light)"})
     # width, train images, epochs, batch, timed train steps, windows, single images
     sizes = [4, 512, 1, 64, 3, 2, 8] if args.quick else [16, 10000, 2, 128, 10, 5, 200]
     if args.epochs:
@@ -183,7 +186,11 @@ def main():
     half = len(x_test) // 2
     data = (x_train, y_train[:sizes[1]], x_test[:half], y_test[:half], x_test[half:],
             y_test[half:])
-    heads = HEADS[:1] if args.quick else HEADS  # --quick: the light heads only
+    heads = tuple(args.heads.split(",")) if args.heads else (HEADS[:1] if args.quick else HEADS)
+    unknown = sorted(set(heads) - set(HEADS))
+    if unknown or "light" not in heads:
+        raise SystemExit(f"--heads: {unknown or heads} ; choose from {', '.join(HEADS)} "
+                         "(light is required: the ratio is its figure).")
     results = {head: measure_head(head, args, data, sizes) for head in heads}
     light, paper = results["light"], results.get("bottleneck")
     _bench.emit({
