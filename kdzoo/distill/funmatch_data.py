@@ -208,8 +208,8 @@ class FunMatchData:
             if steps_per_epoch is None:
                 raise ValueError("The train stream is endless: pass steps_per_epoch.")
         cache = self.teacher_cache
-        if cache is not None and built_here:  # a prepared stream was checked by its builder
-            if steps_per_epoch == cache.steps_per_epoch:
+        if cache is not None:  # Keras epochs are data epochs only at the cache's length
+            if built_here and steps_per_epoch == cache.steps_per_epoch:
                 cache.check_epochs(initial_epoch, epochs)
             else:
                 cache.check_steps(initial_epoch * steps_per_epoch, epochs * steps_per_epoch)

@@ -382,3 +382,8 @@ def test_a_cached_stream_starts_at_any_step_as_a_resumed_run_does(teacher, image
     cache.check_steps(5, 8)
     with pytest.raises(CheckpointError, match=r"holds steps \[0, 8\).*needs \[5, 9\)"):
         cache.check_steps(5, 9)
+    # fit on a prepared stream is checked in steps too: 3 epochs of 4 steps > the cache's 8
+    d.compile(optimizer=keras.optimizers.Adam(1e-3))
+    prepared = d.make_train_dataset(images, 64, num_images=256)
+    with pytest.raises(CheckpointError, match=r"holds steps \[0, 8\).*needs \[0, 12\)"):
+        d.fit(prepared, epochs=3, steps_per_epoch=4, verbose=0)
