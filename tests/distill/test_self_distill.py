@@ -373,6 +373,19 @@ def test_calibration_for_accuracy_and_budget(model, images):
     assert all(0.0 <= t <= 1.0 for t in budget["thresholds"])
 
 
+def test_accuracy_target_skips_a_spike_of_calibration_noise():
+    # accuracy against threshold dips below the target at 0.4 and touches it at 0.2
+    acc = {0.0: 0.80, 0.2: 0.86, 0.4: 0.84, 0.6: 0.86, 0.8: 0.87, 1.0: 0.87}
+    table = [{"threshold": t, "accuracy": a, "avg_flops": 10 + 100 * t}
+             for t, a in acc.items()]
+    row, met = ee.choose_for_accuracy(table, 0.855)
+    assert met and row["threshold"] == 0.6  # the lowest with no dip above it
+    row, met = ee.choose_for_accuracy(table, 0.855, stable=False)
+    assert met and row["threshold"] == 0.2  # the cheapest that touches the target
+    row, met = ee.choose_for_accuracy(table, 0.9)
+    assert not met and row["threshold"] == 0.8  # most accurate, then cheapest
+
+
 # ----------------------------------------------------------------- export
 
 @pytest.mark.slow
