@@ -10,7 +10,9 @@ the teacher sees (views are keyed by ``(seed, epoch, index)``, mixup by
 ``(seed, epoch, step)``, and a shorter run's stream is a prefix of a longer
 one's), and the teacher-output cache stores logits with the temperature
 applied when read. So one cache, built for the longest point, serves every
-point of the grid: :func:`fit_grid_from_one_cache`, measured by
+point of the grid: :func:`fit_grid_from_one_cache`. On one machine the points
+can also train in lockstep (:func:`fit_grid_lockstep`): one view stream and one
+teacher pass per step for a whole group of points. Both are measured by
 ``benchmarks/grid_cache.py``.
 """
 
@@ -88,19 +90,7 @@ def fit_grid_from_one_cache(make_distiller, images, points, cache_path, *, batch
     """
     from kdzoo.distill.cache_writer import cache_teacher
 
-    points = list(points)
-    if not points:
-        raise ValueError("fit_grid_from_one_cache needs at least one grid point.")
-    groups = teacher_cache_groups(points)
-    if len(groups) > 1:
-        keys = sorted({k for params, _ in groups for k in params})
-        raise ValueError(f"The points differ in {keys}, which change the teacher's views; "
-                         "one cache cannot serve them. Give each group of "
-                         "kdzoo.grid.teacher_cache_groups(points) its own cache.")
-    lengths = [point.get("epochs", epochs) for point in points]
-    if any(e is None for e in lengths):
-        raise ValueError("Each point needs its number of epochs: an 'epochs' entry or "
-                         "epochs=.")
+    points, lengths = _checked_points(points, epochs, "fit_grid_from_one_cache")
     distiller = make_distiller(points[0])
     cache = cache_teacher(distiller, images, cache_path, epochs=max(lengths),
                           batch_size=batch_size, top_k=top_k, dtype=dtype)
@@ -113,6 +103,56 @@ def fit_grid_from_one_cache(make_distiller, images, points, cache_path, *, batch
         d.use_teacher_cache(cache)
         results.append(fit_point(d, point, n))
     return results
+
+
+def fit_grid_lockstep(make_distiller, images, points, *, batch_size, epochs=None,
+                      group_size=None, verbose=0):
+    """Train grid points in lockstep groups: per step one view batch, one teacher pass.
+
+    Points of equal length (``"epochs"`` entry, else ``epochs``) train together in a
+    :class:`kdzoo.distill.lockstep.LockstepGrid`, at most ``group_size`` at a time
+    (memory holds every student of a group and its optimizer state). Each point
+    trains exactly as its own ``fit`` would. ``make_distiller`` as in
+    :func:`fit_grid_from_one_cache` (no teacher cache: the teacher runs online,
+    once per step for the whole group). Returns the points' distillers, in order.
+    """
+    from kdzoo.distill.lockstep import LockstepGrid
+
+    points, lengths = _checked_points(points, epochs, "fit_grid_lockstep")
+    if group_size is not None and (isinstance(group_size, bool) or
+                                   not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size must be a positive int or None, got {group_size!r}.")
+    trained = [None] * len(points)
+    for n in sorted(set(lengths)):
+        same = [i for i, e in enumerate(lengths) if e == n]
+        size = group_size or len(same)
+        for start in range(0, len(same), size):
+            group = same[start:start + size]
+            distillers = [make_distiller(points[i]) for i in group]
+            lockstep = LockstepGrid(distillers)
+            lockstep.compile()
+            lockstep.fit(images, batch_size=batch_size, epochs=n, verbose=verbose)
+            for i, d in zip(group, distillers):
+                trained[i] = d
+    return trained
+
+
+def _checked_points(points, epochs, where):
+    """``(points, lengths)``: one cache group, each point's number of epochs known."""
+    points = list(points)
+    if not points:
+        raise ValueError(f"{where} needs at least one grid point.")
+    groups = teacher_cache_groups(points)
+    if len(groups) > 1:
+        keys = sorted({k for params, _ in groups for k in params})
+        raise ValueError(f"The points differ in {keys}, which change the teacher's views; "
+                         "one teacher pass cannot serve them. Give each group of "
+                         "kdzoo.grid.teacher_cache_groups(points) its own run.")
+    lengths = [point.get("epochs", epochs) for point in points]
+    if any(e is None for e in lengths):
+        raise ValueError("Each point needs its number of epochs: an 'epochs' entry or "
+                         "epochs=.")
+    return points, lengths
 
 
 def expand_grid(grid):

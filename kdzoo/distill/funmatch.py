@@ -257,8 +257,15 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
 
         What the loss reads (:func:`kdzoo.distill.losses.distill_per_example`).
         """
-        probs = [losses.tempered_probs(t(images, training=False), self.temperature)
-                 for t in self.teachers]
+        return self.tempered_targets([t(images, training=False) for t in self.teachers])
+
+    def tempered_targets(self, member_logits):
+        """Targets at this distiller's T from each teacher's logits (a list, one per teacher).
+
+        Split from :meth:`teacher_member_probs` so that grid points with their own T can
+        share one teacher pass (:class:`kdzoo.distill.lockstep.LockstepGrid`).
+        """
+        probs = [losses.tempered_probs(z, self.temperature) for z in member_logits]
         probs = probs[0] if len(probs) == 1 else ops.stack(probs, axis=1)
         return ops.stop_gradient(probs)
 
@@ -274,8 +281,10 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
                 "FunMatchDistiller.train_step expects batches of views made by "
                 "make_train_dataset(); pass raw images to fit() and it builds them, or "
                 "call d.make_train_dataset(images, batch_size) yourself.")
-        student_view = data["student"]
-        targets = batch_targets(self, data)
+        return self.student_update(data["student"], batch_targets(self, data))
+
+    def student_update(self, student_view, targets):
+        """One optimizer step of the student towards ``targets``; the step's logs."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.trainable_variables
         with tf.GradientTape() as tape:

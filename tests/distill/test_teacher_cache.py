@@ -367,6 +367,48 @@ def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
     assert max_diff(trained[0], trained[1]) > 1e-3  # T changes the result
 
 
+@pytest.mark.slow
+def test_lockstep_points_equal_their_own_runs_with_one_teacher_pass(teacher, images):
+    from kdzoo import grid
+    points = grid.expand_grid({"lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
+
+    def make(point):
+        d = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="funmatch",
+                              temperature=point["temperature"], seed=3, image_size=28)
+        d.compile(optimizer=keras.optimizers.Adam(point["lr"], global_clipnorm=1.0))
+        return d
+
+    before = int(TEACHER_IMAGES.numpy())
+    trained = grid.fit_grid_lockstep(make, images, points, batch_size=64, epochs=2)
+    # One teacher pass per step for the 4 points: 2 epochs x 4 steps x 64 images.
+    assert int(TEACHER_IMAGES.numpy()) - before == 2 * 4 * 64
+    weights = [[w.numpy() for w in d.student.weights] for d in trained]
+    for index in (0, 3):  # (lr 1e-3, T 1) and (lr 3e-3, T 4), each trained alone
+        alone = train(make(points[index]), images, 2, batch_size=64)
+        assert max_diff(alone, weights[index]) < 1e-5, points[index]
+    assert max_diff(weights[0], weights[1]) > 1e-3 and max_diff(weights[0], weights[2]) > 1e-3
+    assert all(int(d.optimizer.iterations.numpy()) == 8 for d in trained)
+
+
+def test_lockstep_refuses_points_that_do_not_share_views(teacher):
+    from kdzoo.distill.lockstep import LockstepGrid
+    with pytest.raises(ValueError, match=r"differs from point 0 in \['seed'\]"):
+        LockstepGrid([distiller(teacher, seed=3), distiller(teacher, seed=4)])
+    other = FunMatchDistiller(cnn(8, 5, "other_teacher"), cnn(4, 2, "student"),
+                              image_size=28)
+    other.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="another teacher"):
+        LockstepGrid([distiller(teacher), other])
+    uncompiled = FunMatchDistiller(teacher, cnn(4, 2, "student"), temperature=2.0, seed=3,
+                                   image_size=28)
+    with pytest.raises(ValueError, match="Point 1's distiller is not compiled"):
+        LockstepGrid([distiller(teacher), uncompiled])
+    fixed = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="fix/rs", image_size=28)
+    fixed.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="reads stored targets"):
+        LockstepGrid([fixed])
+
+
 def test_a_cached_stream_starts_at_any_step_as_a_resumed_run_does(teacher, images, tmp_path):
     """Resuming at step s (mid data epoch) reads the cache from step s: the same views and
     targets as batch s of the uninterrupted stream; steps past the cache are refused."""
