@@ -4,6 +4,7 @@ Small Fashion-MNIST CNNs (28 px, 256 real images), a few epochs each.
 Run: python -m pytest tests/distill/test_teacher_cache.py -x -q
 """
 
+import functools
 import os
 import shutil
 
@@ -69,6 +70,14 @@ def distiller(teacher, seed=3, student_seed=2, temperature=2.0, **kwargs):
     d = FunMatchDistiller(teacher, cnn(4, student_seed, "student"), variant="funmatch",
                           temperature=temperature, seed=seed, **kwargs)
     d.compile(optimizer=keras.optimizers.Adam(3e-3, global_clipnorm=1.0))
+    return d
+
+
+def grid_point(teacher, point):
+    """One grid point's distiller: the point's temperature and learning rate."""
+    d = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="funmatch",
+                          temperature=point["temperature"], seed=3, image_size=28)
+    d.compile(optimizer=keras.optimizers.Adam(point["lr"], global_clipnorm=1.0))
     return d
 
 
@@ -346,11 +355,7 @@ def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
     from kdzoo import grid
     points = grid.expand_grid({"epochs": (1, 2), "lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
 
-    def make(point):
-        d = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="funmatch",
-                              temperature=point["temperature"], seed=3, image_size=28)
-        d.compile(optimizer=keras.optimizers.Adam(point["lr"], global_clipnorm=1.0))
-        return d
+    make = functools.partial(grid_point, teacher)
 
     before = int(TEACHER_IMAGES.numpy())
     trained = grid.fit_grid_from_one_cache(
@@ -372,11 +377,7 @@ def test_lockstep_points_equal_their_own_runs_with_one_teacher_pass(teacher, ima
     from kdzoo import grid
     points = grid.expand_grid({"lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
 
-    def make(point):
-        d = FunMatchDistiller(teacher, cnn(4, 2, "student"), variant="funmatch",
-                              temperature=point["temperature"], seed=3, image_size=28)
-        d.compile(optimizer=keras.optimizers.Adam(point["lr"], global_clipnorm=1.0))
-        return d
+    make = functools.partial(grid_point, teacher)
 
     before = int(TEACHER_IMAGES.numpy())
     trained = grid.fit_grid_lockstep(make, images, points, batch_size=64, epochs=2)
