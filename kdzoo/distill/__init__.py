@@ -3,7 +3,8 @@ optimizer helpers, self distillation with depth-adaptive (early-exit) inference.
 
 from kdzoo.distill import losses  # noqa: F401
 from kdzoo.distill.early_exit import (  # noqa: F401
-    EarlyExit, calibrate_thresholds, count_flops, exit_flops, export_exit, to_tflite)
+    EarlyExit, count_flops, exit_flops, export_exit, to_tflite)
+from kdzoo.distill.exit_calibration import calibrate_thresholds  # noqa: F401
 from kdzoo.distill.exit_heads import HEADS as EXIT_HEADS  # noqa: F401
 from kdzoo.distill.funmatch import FunMatchDistiller  # noqa: F401
 from kdzoo.distill.lockstep import LockstepGrid  # noqa: F401

@@ -6,9 +6,10 @@
   finished there, and only the remaining rows are gathered and passed on to
   section k+1, so deeper sections really compute fewer images. It counts the
   rows every section processes.
-* :func:`calibrate_thresholds` picks thresholds on held-out data for a target
-  accuracy or a compute budget, by simulating the exit rule on all exits'
-  logits (exact: the rule only depends on those).
+* :func:`kdzoo.distill.exit_calibration.calibrate_thresholds` picks thresholds
+  on held-out data for a target accuracy, a loss bound or a compute budget, by
+  simulating the exit rule on all exits' logits (exact: the rule only depends
+  on those).
 * :func:`count_flops` / :func:`exit_flops` count FLOPs analytically
   (2 x multiply-accumulates of Conv2D / DepthwiseConv2D / SeparableConv2D /
   Dense layers; BN, activations, pooling and additions are not counted).
@@ -285,105 +286,3 @@ def _check_labels(labels, n):
         raise ValueError(f"{n} images but {len(labels)} labels.")
     return labels
 
-
-# --------------------------------------------------------------------------- calibration
-
-
-def simulate(exit_logits, thresholds):
-    """``(predictions, exit)`` the early-exit rule gives, from every exit's logits.
-
-    ``exit_logits``: list (shallow to deep) of [N, classes] arrays.
-    """
-    thresholds = validate_thresholds(thresholds, len(exit_logits))
-    n = exit_logits[0].shape[0]
-    exits = np.full(n, len(exit_logits), dtype=np.int64)
-    preds = np.asarray(exit_logits[-1]).argmax(-1)
-    undecided = np.ones(n, dtype=bool)
-    for k, (z, t) in enumerate(zip(exit_logits[:-1], thresholds)):
-        conf = _softmax(np.asarray(z, np.float64)).max(-1)
-        leave = undecided & (conf > t)
-        exits[leave] = k + 1
-        preds[leave] = np.asarray(z)[leave].argmax(-1)
-        undecided &= ~leave
-    return preds, exits
-
-
-def _softmax(z):
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
-def choose_for_accuracy(table, target_accuracy, *, stable=True):
-    """``(row, met)``: the cheapest row of a calibration ``table`` that reaches the target.
-
-    ``stable=True`` (default) only accepts a threshold if every higher candidate
-    threshold reaches the target too. Accuracy against threshold is a noisy curve
-    on a finite calibration set; the cheapest row that touches the target is
-    usually a spike of that noise, so it loses more on new images (measured: 0.5
-    points on the calibration half, 1.34 on the held-out half of Fashion-MNIST's
-    test set). ``stable=False`` takes that cheapest row anyway. When no row
-    qualifies, the most accurate row is returned with ``met=False``.
-    """
-    ordered = sorted(table, key=lambda r: r["threshold"])
-    if stable:
-        ok = []
-        for row in reversed(ordered):
-            if row["accuracy"] < target_accuracy:
-                break
-            ok.append(row)
-    else:
-        ok = [r for r in ordered if r["accuracy"] >= target_accuracy]
-    if ok:
-        return min(ok, key=lambda r: (r["avg_flops"], -r["accuracy"])), True
-    return max(table, key=lambda r: (r["accuracy"], -r["avg_flops"])), False
-
-
-def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_flops=None,
-                         max_flops_fraction=None, batch_size=256, num_candidates=200,
-                         stable=True):
-    """Pick one shared threshold for all shallow exits on held-out data.
-
-    Give exactly one of ``target_accuracy`` (cheapest thresholds whose accuracy
-    reaches it; with ``stable`` every higher threshold must reach it too, see
-    :func:`choose_for_accuracy`), ``max_flops`` (average FLOPs per image) or
-    ``max_flops_fraction`` (of the plain backbone's FLOPs) -- for the budgets
-    the most accurate thresholds within it.
-
-    Returns ``{"thresholds", "accuracy", "avg_flops", "flops_fraction",
-    "avg_sections", "met", "table"}``; ``met`` is False when no candidate
-    reaches the target (the most accurate, resp. the cheapest, is returned).
-    """
-    given = [v is not None for v in (target_accuracy, max_flops, max_flops_fraction)]
-    if sum(given) != 1:
-        raise ValueError("Give exactly one of target_accuracy, max_flops or "
-                         "max_flops_fraction.")
-    if target_accuracy is not None and not 0.0 <= target_accuracy <= 1.0:
-        raise ValueError(f"target_accuracy must lie in [0, 1], got {target_accuracy}.")
-    labels = _check_labels(labels, len(images))
-    exit_logits = [np.asarray(z) for z in model.predict(images, batch_size=batch_size,
-                                                         verbose=0)]
-    flops = exit_flops(model)
-    to_exit = np.asarray(flops["to_exit"], dtype=np.float64)
-    conf = np.concatenate([_softmax(z.astype(np.float64)).max(-1) for z in exit_logits[:-1]])
-    candidates = np.unique(np.concatenate([
-        np.quantile(conf, np.linspace(0.0, 1.0, num_candidates)), [0.0, 1.0]]))
-    candidates = candidates[(candidates >= 0.0) & (candidates <= 1.0)]
-    table = []
-    for t in candidates:
-        preds, exits = simulate(exit_logits, [t] * (model.num_exits - 1))
-        table.append({"threshold": float(t), "accuracy": float(np.mean(preds == labels)),
-                      "avg_flops": float(to_exit[exits - 1].mean()),
-                      "avg_sections": float(exits.mean())})
-    if target_accuracy is not None:
-        best, met = choose_for_accuracy(table, target_accuracy, stable=stable)
-    else:
-        budget = max_flops if max_flops is not None else max_flops_fraction * flops["full"]
-        ok = [r for r in table if r["avg_flops"] <= budget]
-        met = bool(ok)
-        best = (max(ok, key=lambda r: (r["accuracy"], -r["avg_flops"])) if ok
-                else min(table, key=lambda r: r["avg_flops"]))
-    return {"thresholds": [best["threshold"]] * (model.num_exits - 1),
-            "accuracy": best["accuracy"], "avg_flops": best["avg_flops"],
-            "flops_fraction": best["avg_flops"] / flops["full"],
-            "avg_sections": best["avg_sections"], "met": met, "table": table}

@@ -9,6 +9,7 @@ import tensorflow as tf
 import keras
 
 from kdzoo.distill import early_exit as ee
+from kdzoo.distill import exit_calibration as calib
 from kdzoo.distill.self_distill import SelfDistillation, self_distillation_terms
 from kdzoo.registry import architectures
 
@@ -308,7 +309,7 @@ def test_bad_input_errors(model, images):
     with pytest.raises(ValueError, match="needs labels"):
         model.fit(images[:8], batch_size=8, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="exactly one"):
-        ee.calibrate_thresholds(model, images, np.zeros(len(images)))
+        calib.calibrate_thresholds(model, images, np.zeros(len(images)))
     with pytest.raises(ValueError, match="Exit index"):
         ee.export_exit(model, 0)
 
@@ -339,7 +340,7 @@ def test_early_exit_skips_compute_for_confident_rows(model, images):
     logits = out["logits"].numpy()
     np.testing.assert_allclose(logits[exits == 1], full[0][exits == 1], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(logits[exits == 3], full[2][exits == 3], rtol=1e-4, atol=1e-5)
-    preds, sim_exits = ee.simulate(full, [t1, 1.0, 0.0])
+    preds, sim_exits = calib.simulate(full, [t1, 1.0, 0.0])
     np.testing.assert_array_equal(sim_exits, exits)
 
     stats = runner.predict(images, batch_size=16)
@@ -362,15 +363,33 @@ def test_flops_counting_is_exact_for_known_layers():
 def test_calibration_for_accuracy_and_budget(model, images):
     full = [np.asarray(z) for z in model.predict(images, verbose=0)]
     labels = full[-1].argmax(-1)  # the deepest exit is right by construction
-    cal = ee.calibrate_thresholds(model, images, labels, target_accuracy=1.0)
+    cal = calib.calibrate_thresholds(model, images, labels, target_accuracy=1.0)
     assert cal["met"] and cal["accuracy"] == 1.0
-    preds, _ = ee.simulate(full, cal["thresholds"])
+    preds, _ = calib.simulate(full, cal["thresholds"])
     assert np.mean(preds == labels) == 1.0
     flops = ee.exit_flops(model)
-    budget = ee.calibrate_thresholds(model, images, labels, max_flops_fraction=0.6)
+    budget = calib.calibrate_thresholds(model, images, labels, max_flops_fraction=0.6)
     assert budget["met"] and budget["avg_flops"] <= 0.6 * flops["full"]
     assert len(budget["thresholds"]) == 3
     assert all(0.0 <= t <= 1.0 for t in budget["thresholds"])
+
+
+def test_loss_bound_calibration_keeps_the_upper_confidence_bound_within_max_loss(model,
+                                                                              images):
+    full = [np.asarray(z) for z in model.predict(images, verbose=0)]
+    labels = full[-1].argmax(-1)  # the deepest exit is right on every image
+    plain = calib.calibrate_thresholds(model, images, labels, max_loss=0.1)
+    bounded = calib.calibrate_thresholds(model, images, labels, max_loss=0.1, confidence=0.9)
+    for result in (plain, bounded):
+        preds, _ = calib.simulate(full, result["thresholds"])
+        wrong = (preds != labels).astype(np.float64)
+        assert result["met"] and result["loss"] == pytest.approx(wrong.mean())
+    # by hand: z(0.9) = 1.2815516; bound = mean + z * sample std / sqrt(n)
+    expected = wrong.mean() + 1.2815516 * wrong.std(ddof=1) / np.sqrt(len(wrong))
+    assert bounded["loss_bound"] == pytest.approx(expected, rel=1e-6)
+    assert bounded["loss_bound"] <= 0.1 and plain["loss"] <= 0.1
+    assert plain["loss_bound"] == plain["loss"]  # no confidence: no margin
+    assert bounded["thresholds"][0] >= plain["thresholds"][0]  # the margin only costs
 
 
 def test_accuracy_target_skips_a_spike_of_calibration_noise():
@@ -378,11 +397,11 @@ def test_accuracy_target_skips_a_spike_of_calibration_noise():
     acc = {0.0: 0.80, 0.2: 0.86, 0.4: 0.84, 0.6: 0.86, 0.8: 0.87, 1.0: 0.87}
     table = [{"threshold": t, "accuracy": a, "avg_flops": 10 + 100 * t}
              for t, a in acc.items()]
-    row, met = ee.choose_for_accuracy(table, 0.855)
+    row, met = calib.choose_for_accuracy(table, 0.855)
     assert met and row["threshold"] == 0.6  # the lowest with no dip above it
-    row, met = ee.choose_for_accuracy(table, 0.855, stable=False)
+    row, met = calib.choose_for_accuracy(table, 0.855, stable=False)
     assert met and row["threshold"] == 0.2  # the cheapest that touches the target
-    row, met = ee.choose_for_accuracy(table, 0.9)
+    row, met = calib.choose_for_accuracy(table, 0.9)
     assert not met and row["threshold"] == 0.8  # most accurate, then cheapest
 
 

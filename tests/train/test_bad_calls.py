@@ -19,7 +19,7 @@ import kdzoo
 from kdzoo import data, distribute, grid, train
 from kdzoo.data import augment, fashion_mnist
 from kdzoo.data.pipeline import DatasetNotFoundError
-from kdzoo.distill import early_exit, losses, optim, views
+from kdzoo.distill import early_exit, exit_calibration, losses, optim, views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F = kdzoo.FunMatchDistiller
@@ -250,14 +250,19 @@ CASES = [
     ("threshold_strings", lambda e: e.sd.early_exit(["a", "b"]), ValueError,
      r"thresholds must be numbers, got \['a', 'b'\]"),
     ("simulate_threshold_negative",
-     lambda e: early_exit.simulate([np.zeros((2, 10))] * 3, [-0.1, 0.5]), ValueError,
+     lambda e: exit_calibration.simulate([np.zeros((2, 10))] * 3, [-0.1, 0.5]), ValueError,
      r"Thresholds must lie in \[0, 1\]; got \[-0\.1\]"),
     ("calibrate_target_accuracy",
-     lambda e: early_exit.calibrate_thresholds(e.sd, e.images, [0, 1, 2, 3],
-                                               target_accuracy=2), ValueError,
+     lambda e: exit_calibration.calibrate_thresholds(e.sd, e.images, [0, 1, 2, 3],
+                                                     target_accuracy=2), ValueError,
      r"target_accuracy must lie in \[0, 1\], got 2"),
-    ("calibrate_no_goal", lambda e: early_exit.calibrate_thresholds(e.sd, e.images, [0] * 4),
-     ValueError, r"Give exactly one of target_accuracy, max_flops or max_flops_fraction"),
+    ("calibrate_no_goal",
+     lambda e: exit_calibration.calibrate_thresholds(e.sd, e.images, [0] * 4), ValueError,
+     r"Give exactly one of target_accuracy, max_loss, max_flops or max_flops_fraction"),
+    ("calibrate_confidence_alone",
+     lambda e: exit_calibration.calibrate_thresholds(e.sd, e.images, [0] * 4,
+                                                     target_accuracy=0.5, confidence=0.9),
+     ValueError, r"confidence \(got 0\.9\) goes with max_loss"),
     ("export_exit_index", lambda e: e.sd.export_exit(4), ValueError,
      r"Exit index must be an int in \[1, 3\] \(1-based\), got 4"),
     # ---- SelfDistillation arguments ---------------------------------------------------------------
