@@ -13,7 +13,12 @@ else
 PYTHON ?= .venv/bin/python
 endif
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
-PYTEST := $(PYTHON) -m pytest -q --durations=15
+# Tests run in TEST_WORKERS pytest-xdist processes, a whole file per worker (so a file's
+# module fixtures, e.g. the recipe smoke runs, run once). Much of a test is single-threaded
+# tracing, so two workers keep two cores busy; more cores get up to 4 workers (each worker
+# with its recipe subprocesses can take 5 GB). TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
+PYTEST := $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install venv data test test-fast demo table
 

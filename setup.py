@@ -27,7 +27,7 @@ setup(
     extras_require={
         "cpu": ["tensorflow-cpu>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
-        "test": ["pytest"],
+        "test": ["pytest", "pytest-xdist"],
     },
     license="Apache-2.0",
 )
