@@ -14,8 +14,9 @@ Each point's training is exactly what ``FunMatchDistiller.fit`` alone would
 do (same views, same targets, same update, :meth:`FunMatchDistiller.student_update`);
 the points' distillers keep their students and optimizers, so after
 ``fit`` each is evaluated, saved or checkpointed on its own. Memory holds every
-point's student and optimizer state at once: group a large grid
-(``kdzoo.grid.fit_grid_lockstep(group_size=...)``).
+point's student and optimizer state at once, and the students' steps may run
+concurrently (no data dependence between them), so up to all of their
+activations too: group a large grid (``kdzoo.grid.fit_grid_lockstep(group_size=...)``).
 """
 
 import keras
