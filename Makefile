@@ -43,7 +43,7 @@ data:
 test: install data
 	$(PYTEST) tests
 
-# The edit loop (about 2 min on 2 cores): everything but the tests marked slow (demo,
+# The edit loop (about 1 min on 2 cores): everything but the tests marked slow (demo,
 # kill-and-resume, multi-worker, recipe subprocesses, every test over about 3 s).
 test-fast: install data
 	$(PYTEST) -m "not slow" tests
