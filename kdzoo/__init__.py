@@ -1,7 +1,7 @@
 """kdzoo: knowledge distillation for Keras 3 — a model zoo, patient & consistent
 teaching (FunMatch), self distillation, and the recipes that reproduce the papers."""
 
-from kdzoo import data, distill, models  # noqa: F401  (registers architectures, layers)
+from kdzoo import callbacks, data, distill, models  # noqa: F401  (registers architectures, layers)
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
 from kdzoo.plain_keras import to_plain_keras
@@ -12,4 +12,4 @@ __version__ = "0.1.0"
 
 __all__ = ["load", "list_models", "model_info", "FunMatchDistiller", "SelfDistillation",
            "to_plain_keras",
-           "data", "distill", "models", "__version__"]
+           "callbacks", "data", "distill", "models", "__version__"]

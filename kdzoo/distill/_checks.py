@@ -59,13 +59,37 @@ def check_label_array(labels, num_classes, where):
                          f"{flat[i].item()!r} ({int(bad.sum())} bad of {flat.size}).")
 
 
+def _unit_range_message(where, top=None):
+    largest = "at most 1" if top is None else f"{top:g}"
+    return (f"{where}: the float images lie in [0, 1] (largest value {largest}), but kdzoo "
+            "models take raw pixels in [0, 255] (uint8, or float in [0, 255]) and rescale "
+            "them themselves; [0, 1] images give near-chance accuracy without any error. "
+            "Pass the images before dividing by 255 (e.g. tf.cast(x * 255, tf.uint8)).")
+
+
 def check_image_array(images, where):
+    """NumPy check of an image array: finite, and raw [0, 255] pixels, not [0, 1]."""
     x = np.asarray(images)
     if x.dtype.kind in "fc" and not np.all(np.isfinite(x)):
         index = np.unravel_index(int(np.argmax(~np.isfinite(x))), x.shape)
         raise NonFiniteInputError(
             f"{where}: the images hold NaN or Inf (first at index {tuple(map(int, index))}). "
             "Clean or drop those images; training on them turns every weight NaN.")
+    check_pixel_range(x, where)
+
+
+def check_pixel_range(images, where):
+    """Refuse float images scaled to [0, 1] (an all-zero array passes: black is valid).
+
+    A batch of real photos in [0, 255] whose largest value is at most 1 does not occur;
+    a user who divided by 255 (as ``keras.applications`` preprocessing teaches) does.
+    """
+    x = np.asarray(images)
+    if x.dtype.kind != "f" or x.size == 0 or x.ndim < 3:
+        return
+    low, top = float(x.min()), float(x.max())
+    if low >= 0.0 and 0.0 < top <= 1.0:
+        raise ValueError(_unit_range_message(where, top))
 
 
 def _graph_checks(images, labels, num_classes, where):
@@ -75,6 +99,8 @@ def _graph_checks(images, labels, num_classes, where):
             ops.append(tf.debugging.assert_all_finite(
                 x, f"{MARK}{where}: the images hold NaN or Inf. Clean or drop those images; "
                    "training on them turns every weight NaN."))
+            if x.shape.rank is not None and x.shape.rank >= 3:
+                ops.append(_graph_pixel_range(x, where))
     if labels is None:
         return ops
     y = tf.convert_to_tensor(labels)
@@ -91,6 +117,13 @@ def _graph_checks(images, labels, num_classes, where):
     ops.append(tf.debugging.assert_greater_equal(y, tf.cast(0, y.dtype), message=message))
     ops.append(tf.debugging.assert_less(y, tf.cast(num_classes, y.dtype), message=message))
     return ops
+
+
+def _graph_pixel_range(x, where):
+    """In-pipeline form of :func:`check_pixel_range` for one element (or batch)."""
+    low, top = tf.reduce_min(x), tf.reduce_max(x)
+    unit = tf.logical_and(low >= 0.0, tf.logical_and(top > 0.0, top <= 1.0))
+    return tf.debugging.Assert(tf.logical_not(unit), [MARK + _unit_range_message(where)])
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdzoo.distill._checks import check_pixel_range
 from kdzoo.distill.exit_export import export_exit, to_tflite  # noqa: F401  (public here)
 
 # --------------------------------------------------------------------------- FLOPs
@@ -219,6 +220,8 @@ class EarlyExit:
         if not (images.dtype.is_integer or images.dtype.is_floating):
             raise TypeError(f"Early exit takes raw pixels (uint8 or float in [0, 255]) "
                             f"shaped {want}; got dtype {images.dtype.name}.")
+        if images.dtype.is_floating and tf.executing_eagerly():
+            check_pixel_range(images.numpy(), "EarlyExit")
         if images.shape.rank != len(expected):
             hint = (" Add the batch axis: images[None]." if images.shape.rank ==
                     len(expected) - 1 else "")

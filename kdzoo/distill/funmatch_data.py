@@ -51,10 +51,44 @@ import keras
 import tensorflow as tf
 
 from kdzoo.distill import stream, targets
-from kdzoo.distill._checks import checked_validation, guard_callbacks, input_errors
+from kdzoo.distill._checks import (check_image_array, checked_validation, guard_callbacks,
+                                   input_errors)
 from kdzoo.distill.views import check_number
 
 _AUTOTUNE = tf.data.AUTOTUNE
+
+
+_LABELS_IGNORED = (
+    "FunMatchDistiller.fit ignores labels: function matching learns from the teacher "
+    "alone (Beyer et al. 2022). To train on labels use the 'labels' or 'mixup' "
+    "baselines (kdzoo.train.SupervisedRun(method=\"labels\", mixup_alpha=...)), or "
+    "keras.distillation.Distiller, whose student loss uses them. Pass images only to "
+    "silence this.")
+
+
+def _warn_if_labels(x, y):
+    """Warn once per call site when labels reach the label-free ``fit``."""
+    import warnings
+    spec = x.element_spec if isinstance(x, tf.data.Dataset) else None
+    dataset_labels = isinstance(spec, (tuple, list)) and len(spec) > 1
+    if y is not None or dataset_labels:
+        warnings.warn(_LABELS_IGNORED, UserWarning, stacklevel=3)
+
+
+def _eval_source(data):
+    """A dataset of ``(image, label)`` from a dataset or an ``(images, labels)`` tuple."""
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        images, labels = data
+        if len(images) != len(labels):
+            raise ValueError(f"make_eval_dataset: {len(images)} images but {len(labels)} "
+                             "labels; pass one label per image.")
+        check_image_array(images, "make_eval_dataset")
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+    raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label) or a tuple "
+                    f"(images, labels) of arrays; got {type(data).__name__}. Pass (images, "
+                    "labels): evaluation needs the labels for accuracy.")
 
 
 def eval_views(image, sizes, resize_small):
@@ -140,15 +174,15 @@ class FunMatchData:
     def make_eval_dataset(self, dataset, batch_size=32, resize_small=None):
         """``(image, label)`` elements of any size -> batched ``(views, labels)`` for evaluate.
 
+        ``dataset``: a ``tf.data.Dataset`` of ``(image, label)`` (batched or not), or
+        a tuple ``(images, labels)`` of arrays, as Keras' own ``evaluate`` takes.
+
         ``resize_small``: the authors' evaluation, ``resize_small(R)|central_crop(S)``
         (``S = image_size``; e.g. R = 160 at 128 px, 256 at 224 px; see
         :func:`kdzoo.data.eval_preprocess`); a cross-resolution teacher sees the
         same region at its size. ``None``: the central square (``eval_crop_fraction``).
         """
-        if not isinstance(dataset, tf.data.Dataset):
-            raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label); "
-                            f"got {type(dataset).__name__}. Wrap arrays with "
-                            "tf.data.Dataset.from_tensor_slices((images, labels)).")
+        dataset = _eval_source(dataset)
         batch_size = int(check_number(batch_size, "batch_size", minimum=1))
         spec = dataset.element_spec
         if not isinstance(spec, (tuple, list)) or len(spec) < 2:
@@ -173,7 +207,7 @@ class FunMatchData:
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, steps_per_epoch=None,
             initial_epoch=0, stop_on_non_finite_loss=True, **kwargs):
-        """Keras ``fit`` on raw images (see the module docstring); ``y`` is ignored.
+        """Keras ``fit`` on raw images (see the module docstring); labels are ignored (warned).
 
         ``batch_size`` (default 32) batches the views of raw inputs; a dataset
         from :meth:`make_train_dataset` is used as is. A NaN/Inf loss stops
@@ -189,6 +223,7 @@ class FunMatchData:
             raise ValueError("validation_split is not supported; pass validation_data.")
         if x is None:
             raise ValueError("fit needs training images.")
+        _warn_if_labels(x, y)
         built_here = not self._is_views(x)
         if built_here:
             raw = x

@@ -317,7 +317,7 @@ CASES = [
     ("distiller_eval_batch_zero", lambda e: e.d.make_eval_dataset(e.examples, batch_size=0),
      ValueError, r"batch_size must be >= 1, got 0"),
     ("distiller_eval_not_dataset", lambda e: e.d.make_eval_dataset(e.images), TypeError,
-     r"got ndarray\. Wrap arrays with tf\.data\.Dataset\.from_tensor_slices"),
+     r"got ndarray\. Pass \(images, labels\)"),
     ("labeled_stream_batch_zero",
      lambda e: train.labeled_stream(e.examples, num_classes=10, image_size=28, batch_size=0,
                                     seed=0), ValueError, r"batch_size must be a positive int, got 0"),
