@@ -10,9 +10,12 @@ setup(
     python_requires=">=3.10",
     # The model cards and kdzoo's own weights live in the repository's top-level
     # pretrained/ and are installed as kdzoo/pretrained (kdzoo.registry finds either).
-    packages=find_packages(include=["kdzoo", "kdzoo.*"]) + ["kdzoo.pretrained"],
-    package_dir={"kdzoo.pretrained": "pretrained"},
-    package_data={"kdzoo.pretrained": ["*.json", "*.weights.h5"]},
+    # The recipes (recipes/) are installed as kdzoo/recipes, for `kdzoo recipe NAME`.
+    packages=find_packages(include=["kdzoo", "kdzoo.*"]) + ["kdzoo.pretrained",
+                                                             "kdzoo.recipes"],
+    package_dir={"kdzoo.pretrained": "pretrained", "kdzoo.recipes": "recipes"},
+    package_data={"kdzoo.pretrained": ["*.json", "*.weights.h5"], "kdzoo.recipes": ["*.py"]},
+    entry_points={"console_scripts": ["kdzoo = kdzoo.cli:main"]},
     install_requires=[
         # TensorFlow itself comes from an extra: [cpu] or [gpu] (see README).
         "keras>=3.12",

@@ -4,12 +4,13 @@ teaching (FunMatch), self distillation, and the recipes that reproduce the paper
 from kdzoo import callbacks, data, distill, models  # noqa: F401  (registers architectures, layers)
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
+from kdzoo.evaluation import evaluate
 from kdzoo.plain_keras import to_plain_keras
 from kdzoo.registry import list_models, model_info
 from kdzoo.zoo import load
 
 __version__ = "0.1.0"
 
-__all__ = ["load", "list_models", "model_info", "FunMatchDistiller", "SelfDistillation",
+__all__ = ["load", "list_models", "model_info", "evaluate", "FunMatchDistiller", "SelfDistillation",
            "to_plain_keras",
            "callbacks", "data", "distill", "models", "__version__"]

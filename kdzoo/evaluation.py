@@ -1,0 +1,79 @@
+"""``kdzoo.evaluate``: top-1 of a model with the dataset's evaluation protocol.
+
+One call for what every user writes by hand (``100 * mean(argmax(predict) ==
+labels)``), with the preprocessing the numbers in the papers and the model cards
+were measured with: the authors' ``resize_small(R)|central_crop(S)``
+(:func:`kdzoo.data.eval_preprocess`), ``S`` the model's input size and ``R`` the
+dataset's ``eval_resize_small`` scaled to it (160 at 128 px, 256 at 224 px).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from kdzoo.distill._checks import check_image_array, check_label_array
+
+
+def _input_size(model):
+    shape = getattr(model, "inputs", None) and model.inputs[0].shape
+    if not shape or shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(f"kdzoo.evaluate needs a model with a fixed square input (got "
+                         f"input shape {shape}); pass image_size=.")
+    return int(shape[1])
+
+
+def _examples(dataset, split, data_dir):
+    """``(tf.data of (image, label), spec or None)`` from a name, arrays or a dataset."""
+    from kdzoo.data.pipeline import load_split
+    from kdzoo.data.specs import get_spec
+    if isinstance(dataset, str):
+        spec = get_spec(dataset)
+        return load_split(spec, split, data_dir, shuffle=False), spec
+    if isinstance(dataset, tf.data.Dataset):
+        return dataset, None
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
+        images, labels = dataset
+        if len(images) != len(labels):
+            raise ValueError(f"kdzoo.evaluate: {len(images)} images but {len(labels)} labels.")
+        check_image_array(images, "kdzoo.evaluate")
+        return tf.data.Dataset.from_tensor_slices((images, labels)), None
+    raise TypeError("kdzoo.evaluate takes a dataset name (e.g. 'fashion_mnist'), a "
+                    "tf.data.Dataset of (image, label) or a tuple (images, labels); got "
+                    f"{type(dataset).__name__}.")
+
+
+def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
+             image_size=None, resize_small=None):
+    """Top-1 accuracy (%) of ``model`` on ``dataset``.
+
+    Args:
+      model: a zoo name (loaded with its published weights) or a Keras model that
+        takes raw [0, 255] pixels and returns logits.
+      dataset: a kdzoo/TFDS dataset name (read with kdzoo's splits, e.g. ``"pets"``,
+        ``"fashion_mnist"``), a ``tf.data.Dataset`` of unbatched ``(image, label)``,
+        or an ``(images, labels)`` tuple of arrays.
+      split: the role, ``"test"``, ``"minival"`` or ``"train"`` (for a name).
+      image_size / resize_small: override the protocol (defaults: the model's input
+        size; the dataset spec's ``eval_resize_small`` scaled to it, or no resize
+        beyond the central square for data given directly).
+
+    Returns ``{"top1", "num_examples", "protocol"}``.
+    """
+    from kdzoo.fit import eval_batches, eval_resize_small
+    from kdzoo.zoo import load
+    net = load(model) if isinstance(model, str) else model
+    size = int(image_size) if image_size is not None else _input_size(net)
+    examples, spec = _examples(dataset, split, data_dir)
+    if resize_small is None:
+        resize_small = eval_resize_small(spec, size) if spec is not None else size
+    batches = eval_batches(examples, size, int(batch_size), resize_small=resize_small)
+    correct = total = 0
+    for images, labels in batches:
+        labels = np.asarray(labels).reshape(-1)
+        check_label_array(labels, int(net.outputs[0].shape[-1]), "kdzoo.evaluate")
+        logits = np.asarray(net(images, training=False))
+        correct += int(np.sum(logits.argmax(-1) == labels))
+        total += len(labels)
+    if total == 0:
+        raise ValueError(f"kdzoo.evaluate: no examples in {dataset!r} ({split}).")
+    return {"top1": 100.0 * correct / total, "num_examples": total,
+            "protocol": f"resize_small({resize_small})|central_crop({size})"}
