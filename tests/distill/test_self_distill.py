@@ -566,3 +566,55 @@ def test_light_heads_are_cheap_and_early_exit_matches_the_exits(images):
                           num_classes=10, head="light")
     assert [tuple(fm.network.get_layer(f"exit{i}_light_expand_relu").output.shape)
             for i in (1, 2)] == [(None, 4, 4, 64)] * 2
+
+
+# ----------------------------------------------------------------- versions (issue 28)
+
+def test_conference_hint_is_squared_l2_of_pooled_features():
+    """hint="conference": |f_i - f_N|^2 (train.py 133-134's comment), row sum, batch mean."""
+    rng = np.random.RandomState(8)
+    labels = np.array([1, 0, 2])
+    logits = [tf.constant(rng.randn(3, 4), tf.float32) for _ in range(3)]
+    feats = [rng.randn(3, 5), rng.randn(3, 5)]
+    deep = rng.randn(3, 5)
+    terms = self_distillation_terms(labels, logits, [tf.constant(f, tf.float32) for f in feats],
+                                    tf.constant(deep, tf.float32), hint="conference")
+    want = sum(0.03 * ((f - deep) ** 2).sum(axis=1).mean() for f in feats)
+    np.testing.assert_allclose(float(terms["hint"]), want, rtol=1e-5)
+    w = np.array([2.0, 0.0, 1.0])
+    tw = self_distillation_terms(labels, logits, [tf.constant(f, tf.float32) for f in feats],
+                                 tf.constant(deep, tf.float32), hint="conference",
+                                 sample_weight=tf.constant(w, tf.float32))
+    want_w = sum(0.03 * (((f - deep) ** 2).sum(axis=1) * w).sum() / w.sum() for f in feats)
+    np.testing.assert_allclose(float(tw["hint"]), want_w, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_version_switch_sets_heads_hint_data_and_schedule_together():
+    from kdzoo.distill import byot_versions
+    journal = SelfDistillation(tiny_backbone(), num_classes=10, version="journal")
+    assert (journal.head, journal.hint, journal.hint_exits) == ("official", "official", [1, 2])
+    names = {layer.name for layer in journal.network.layers}
+    assert "exit1_official_attention_gate" in names and "exit2_adapter" in names
+    conf = SelfDistillation(tiny_backbone(), num_classes=10, version="iccv2019")
+    assert (conf.head, conf.hint, conf.hint_exits) == ("bottleneck", "conference", [1, 2, 3])
+    assert not any(layer.name.endswith("_adapter") for layer in conf.network.layers)
+    _, feats, deep = conf.forward_with_features(np.zeros((2, 32, 32, 3), "float32"))
+    assert [tuple(f.shape) for f in feats] == [(2, 32)] * 3 and tuple(deep.shape) == (2, 32)
+    again = SelfDistillation.from_config(conf.get_config())
+    assert (again.version, again.head, again.hint) == ("iccv2019", "bottleneck", "conference")
+    with pytest.raises(ValueError, match="contradicts version='journal'"):
+        SelfDistillation(tiny_backbone(), num_classes=10, version="journal", head="light")
+    with pytest.raises(ValueError, match="version must be one of"):
+        SelfDistillation(tiny_backbone(), num_classes=10, version="cvpr")
+    # train.py: --epoch 250 (l. 17), --batchsize 128 (23), --init_lr 0.1 (24), SGD
+    # momentum 0.9 / weight decay 5e-4 (109); crop pad 4 fill 128 + flip (35-36, 40-41);
+    # --autoaugment True adds CIFAR10Policy + Cutout(1, 16) (21, 36-37).
+    j, c = byot_versions.run_settings("journal"), byot_versions.run_settings("iccv2019")
+    for s in (j, c):
+        assert (s["epochs"], s["batch_size"], s["learning_rate"], s["momentum"],
+                s["weight_decay"]) == (250, 128, 0.1, 0.9, 5e-4)
+        assert (s["crop"], s["pad_fill"], s["flip"]) == ("pad", 128, True)
+    assert (j["autoaugment"], j["cutout"]) == ("cifar10", 16)
+    assert (c["autoaugment"], c["cutout"]) == (None, None)
+    assert set(byot_versions.SOURCES) == set(byot_versions.VERSIONS)
