@@ -117,20 +117,24 @@ class ExitAccuracyReport(keras.callbacks.Callback):
         return out
 
 
-def callbacks_for(model, run, spec, image_size):
+def callbacks_for(model, run, spec=None, image_size=None):
     """``[ExitAccuracyReport]`` for a ``SelfDistillation`` model of a kdzoo run, else ``[]``.
 
-    The hook of ``kdzoo.train.run_supervised``: selection on ``minival``, report on
+    ``spec`` / ``image_size`` default to ``run.dataset``'s spec and ``run.image_size``
+    (else the spec's input size), as ``run_supervised`` evaluates.
+    The hook of ``kdzoo.train``'s ``_fit``: selection on ``minival``, report on
     ``test``, into ``run.workdir/exit_accuracy.json`` (a worker of a multi-worker
     run writes into its own subdirectory) and ``best_exit.weights.h5``.
     """
-    from kdzoo.data import load_split
+    from kdzoo.data import get_spec, load_split
     from kdzoo.distill.self_distill import SelfDistillation
     from kdzoo.distribute import worker_subdir
     from kdzoo.fit import eval_batches, eval_resize_small
 
     if not isinstance(model, SelfDistillation):
         return []
+    spec = spec or get_spec(run.dataset)
+    image_size = image_size or getattr(run, "image_size", None) or spec.input_size
 
     def batches(role):
         return eval_batches(load_split(spec, role, run.data_dir), image_size,
