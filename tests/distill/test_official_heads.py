@@ -171,3 +171,16 @@ def test_official_head_gates_only_the_exit_and_errors_clearly():
     odd = keras.Input((7, 7, 8))
     with pytest.raises(ValueError, match="is odd"):
         official_exit(odd, [(4, 4, 8)], "odd")
+
+
+@pytest.mark.slow
+def test_official_heads_survive_a_keras_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    m = SelfDistillation(stub_resnet18_sections(10), num_classes=10, head="official")
+    x = np.random.RandomState(2).rand(2, 32, 32, 3).astype("float32")
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    back = keras.saving.load_model(path)
+    assert back.head == "official"
+    for a, b in zip(m(x), back(x)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
