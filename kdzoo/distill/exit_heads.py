@@ -11,11 +11,14 @@ the exit then global-average-pools and classifies with a Dense layer.
 * ``"light"``: k x k average pooling with stride k (no multiply-adds counted), then
   a 1x1 conv to C' + BN + ReLU at the deepest, smallest resolution: a few
   percent of a section. Made for early exit; it is not the paper's head.
+* ``"official"``: what the official code's ResNets use (``resnet.py`` lines 178-245,
+  300-322; the README calls it the journal version): an attention gate, then one
+  ``SepConv`` per following section (:mod:`kdzoo.distill.official_heads`).
 """
 
 import keras
 
-HEADS = ("bottleneck", "light")
+HEADS = ("bottleneck", "light", "official")
 
 
 def _bn(x, name):
@@ -83,8 +86,16 @@ def light_exit(x, target_shape, name):
     return _conv_bn_relu(y, c, 1, f"{name}_expand")
 
 
-def exit_head(x, target_shape, name, head="bottleneck", bottleneck_ratio=4):
-    """The head ``head`` (one of :data:`HEADS`) on ``x``."""
+def exit_head(x, target_shape, name, head="bottleneck", bottleneck_ratio=4,
+              path_shapes=None):
+    """The head ``head`` (one of :data:`HEADS`) on ``x``.
+
+    ``path_shapes`` (``head="official"`` only): the (H, W, C) of every later section,
+    shallow to deep, the last being ``target_shape``; ``None``: ``[target_shape]``.
+    """
+    if head == "official":
+        from kdzoo.distill.official_heads import official_exit
+        return official_exit(x, list(path_shapes or [target_shape]), name)
     if head == "bottleneck":
         return exit_bottleneck(x, target_shape, name, bottleneck_ratio)
     if head == "light":

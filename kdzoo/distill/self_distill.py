@@ -2,8 +2,8 @@
 
 One network is cut into sections. After every section but the deepest, an
 *exit* is attached: a head that brings the section's features to the deepest
-section's shape (:mod:`kdzoo.distill.exit_heads`: the paper's bottleneck, or a
-light head for early exit), global average pooling and a Dense classifier. The
+section's shape (:mod:`kdzoo.distill.exit_heads`: the paper's bottleneck, the
+official code's SepConv + attention heads, or a light head for early exit), global average pooling and a Dense classifier. The
 deepest exit is the network's own classifier.
 
 The loss (:mod:`kdzoo.distill.self_distill_losses`) defaults to the authors'
@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from kdzoo.distill import byot_versions
 from kdzoo.distill.metric_directions import with_directions
 from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.exit_heads import HEADS, exit_head
@@ -73,15 +74,21 @@ class SelfDistillation(CheckedInputs, keras.Model):
       kd_scaling: ``"official"`` (soft CE, no T**2; the authors' code) or
         ``"t_squared"`` (T**2 * KL).
       hint: ``"official"`` (L2 norm between a learned linear adapter of the pooled
-        exit feature and the deepest pooled feature) or ``"feature_maps"`` (mean
-        squared error between the head's maps and the deepest maps, no adapter).
+        exit feature and the deepest pooled feature), ``"conference"`` (squared L2
+        between the pooled features, no adapter; every shallow exit by default) or
+        ``"feature_maps"`` (mean squared error between the head's maps and the
+        deepest maps, no adapter).
       hint_exits: 1-based shallow exits that take the hint. ``None``: as the
         authors' code for ``hint="official"`` (every shallow exit but the one next
         to the deepest: exits 1 and 2 of 4, ``train.py`` line 161), every shallow
         exit for ``hint="feature_maps"`` (the paper's text).
-      head: exit head, ``"bottleneck"`` (the paper's) or ``"light"``
+      head: exit head, ``"bottleneck"`` (the paper's), ``"official"`` (the official
+        code's SepConv stacks behind attention gates) or ``"light"``
         (:mod:`kdzoo.distill.exit_heads`).
       bottleneck_ratio: the exit bottlenecks' inner width is C_deepest / ratio.
+      version: ``None``, ``"iccv2019"`` or ``"journal"``: sets ``head`` and ``hint``
+        as that version (:mod:`kdzoo.distill.byot_versions`, which also holds its
+        augmentation and schedule); an explicit contradicting value is an error.
 
     ``call`` returns the list of exit logits, shallow to deep. The deepest exit
     is the backbone's own ``head`` Dense layer when it has one after the last
@@ -91,8 +98,11 @@ class SelfDistillation(CheckedInputs, keras.Model):
     def __init__(self, backbone, num_classes, exits=None, alpha=0.3, temperature=3.0,
                  feature_weight=0.03, mode="self_distillation", kd_scaling="official",
                  hint="official", hint_exits=None, head="bottleneck", bottleneck_ratio=4,
-                 **kwargs):
+                 version=None, **kwargs):
         super().__init__(**kwargs)
+        self.version = version
+        head, hint = byot_versions.resolve(version, head, hint,
+                                           {"head": "bottleneck", "hint": "official"})
         if not isinstance(backbone, keras.Model) or not hasattr(backbone, "inputs") \
                 or backbone.inputs is None:
             raise TypeError("backbone must be a functional keras.Model (built with "
@@ -217,14 +227,15 @@ class SelfDistillation(CheckedInputs, keras.Model):
                                      f"layers' names (exit{i}_*); rename it.")
         logits, hints = [], []
         use_hint = self.mode == "self_distillation"
-        kind = "bottleneck" if self.head == "bottleneck" else "light"
         for i, f in enumerate(feats[:-1], start=1):
-            b = exit_head(f, deep_shape, f"exit{i}_{kind}", self.head, self.bottleneck_ratio)
+            b = exit_head(f, deep_shape, f"exit{i}_{self.head}", self.head,
+                          self.bottleneck_ratio, path_shapes=shapes[i:])
             p = keras.layers.GlobalAveragePooling2D(name=f"exit{i}_pool")(b)
             logits.append(keras.layers.Dense(self.num_classes, name=f"exit{i}_classifier")(p))
             if use_hint and i in self.hint_exits:
                 hints.append(keras.layers.Dense(int(deep_shape[-1]), name=f"exit{i}_adapter")(p)
-                             if self.hint == "official" else b)
+                             if self.hint == "official" else
+                             p if self.hint == "conference" else b)
         deep_logits = self._deepest_head(feats[-1])
         if deep_logits is None:
             p = keras.layers.GlobalAveragePooling2D(name=f"exit{n_exits}_pool")(feats[-1])
@@ -232,7 +243,7 @@ class SelfDistillation(CheckedInputs, keras.Model):
                                              name=f"exit{n_exits}_classifier")(p)
         logits.append(deep_logits)
         target = feats[-1]
-        if self.hint == "official":  # the authors' AvgPool2d(4, 4) of the 4x4 maps
+        if self.hint != "feature_maps":  # the authors' AvgPool2d(4, 4) of the 4x4 maps
             target = keras.layers.GlobalAveragePooling2D(name=f"exit{n_exits}_hint_pool")(target)
         self._hint_slots = self.hint_exits if use_hint else []
         self.network = keras.Model(bb.inputs, logits + hints + [target],
@@ -268,8 +279,8 @@ class SelfDistillation(CheckedInputs, keras.Model):
         """``(exit_logits, hint_features, hint_target)``.
 
         ``hint_features`` has one entry per shallow exit, ``None`` where it takes no
-        hint; features and target are pooled (``hint="official"``; the features
-        adapted) or feature maps (``"feature_maps"``).
+        hint; features and target are pooled (``hint="official"``, the features
+        adapted; ``"conference"``) or feature maps (``"feature_maps"``).
         """
         outs = self.network(inputs, training=training)
         n = self.num_exits
@@ -361,6 +372,7 @@ class SelfDistillation(CheckedInputs, keras.Model):
             "hint_exits": self._hint_exits_arg,
             "head": self.head,
             "bottleneck_ratio": self.bottleneck_ratio,
+            "version": self.version,
         }
 
     @classmethod

@@ -25,6 +25,12 @@ Summed over exits, with ``z_N`` the deepest exit's logits (the teacher, no gradi
 * ``"feature_maps"``: the paper's text: a squared L2 distance between exit i's
   bottleneck feature maps and the deepest section's feature maps, here the mean
   of the squared differences over rows and elements, without adapter.
+* ``"conference"``: the conference version's ``|f1 - f2|^2`` named in the comment of
+  ``train.py`` lines 133-134 (the final version put the adapter in front): the
+  squared L2 distance between exit i's pooled feature and the deepest pooled
+  feature, no adapter. No code for it is published and the comment states no
+  normalisation; kdzoo sums the squares over a row's elements and takes the
+  (weighted) batch mean.
 
 The exits a hint applies to are chosen by the model (see ``SelfDistillation``); the
 terms below take ``None`` for shallow exits without hint.
@@ -37,7 +43,7 @@ from kdzoo.distill.losses import kl_per_example, tempered_probs
 
 MODES = ("self_distillation", "deep_supervision")
 KD_SCALINGS = ("official", "t_squared")
-HINTS = ("official", "feature_maps")
+HINTS = ("official", "feature_maps", "conference")
 
 
 def _labels_to_sparse(labels, num_classes):
@@ -117,6 +123,17 @@ def mean_squared_hint(features, target, sample_weight=None):
     return _weighted_mean(per_row, sample_weight)
 
 
+def squared_l2_hint(features, target, sample_weight=None):
+    """``|f - t|^2`` per row (sum over elements), batch mean; the target: no gradient."""
+    diff = ops.cast(features, "float32") - ops.stop_gradient(ops.cast(target, "float32"))
+    per_row = ops.sum(ops.reshape(ops.square(diff), (ops.shape(diff)[0], -1)), axis=-1)
+    return _weighted_mean(per_row, sample_weight)
+
+
+_DISTANCES = {"official": l2_distance, "feature_maps": mean_squared_hint,
+              "conference": squared_l2_hint}
+
+
 def self_distillation_terms(labels, exit_logits, exit_features, deep_features, *,
                             alpha=0.3, temperature=3.0, feature_weight=0.03,
                             mode="self_distillation", kd_scaling="official",
@@ -125,7 +142,8 @@ def self_distillation_terms(labels, exit_logits, exit_features, deep_features, *
 
     ``exit_logits``: shallow to deep, the last is the deepest exit.
     ``exit_features``: one entry per shallow exit: its hint feature (adapted pooled
-    feature for ``hint="official"``, bottleneck maps for ``"feature_maps"``) or
+    feature for ``hint="official"``, pooled feature for ``"conference"``, bottleneck
+    maps for ``"feature_maps"``) or
     ``None`` where that exit takes no hint.
     ``deep_features``: the hint target (deepest pooled feature, resp. feature maps).
 
@@ -152,7 +170,7 @@ def self_distillation_terms(labels, exit_logits, exit_features, deep_features, *
         ce = ops.sum(ops.stack(ce_terms))
         return {"loss": ce, "ce": ce, "kl": zero, "hint": zero, "ce_per_exit": ce_terms,
                 "kl_per_exit": [], "hint_per_exit": []}
-    distance = l2_distance if hint == "official" else mean_squared_hint
+    distance = _DISTANCES[hint]
     ce, kl, total_hint = ce_terms[-1], zero, zero
     kl_terms, hint_terms = [], []
     for z, f, c in zip(exit_logits[:-1], exit_features, ce_terms[:-1]):

@@ -1,8 +1,11 @@
 """CIFAR ResNet-18/50/101/152 (3x3 stride-1 stem, no max-pool, 32x32 inputs).
 
-The definition of kuangliu/pytorch-cifar (``models/resnet.py``), which the
-self-distillation paper's code (luanyunteng/pytorch-be-your-own-teacher) also
-uses: a 3x3/1 conv stem with BN + ReLU, four sections of basic (18) or
+The definition of kuangliu/pytorch-cifar (``models/resnet.py``), which
+luanyunteng/pytorch-be-your-own-teacher, a third-party reimplementation of the
+self-distillation paper, also uses. (The authors' own code,
+ArchipLab-LinfengZhang/pytorch-self-distillation-final, builds torchvision's ResNet
+with a 3x3 stride-1 stem and never calls its max-pool: ``resnet.py`` lines 166-170,
+293-298.) The network: a 3x3/1 conv stem with BN + ReLU, four sections of basic (18) or
 bottleneck (50/101/152) units at 64/128/256/512 planes, strides 1/2/2/2,
 global average pooling and one Dense layer. Convolutions have no bias; BN uses
 PyTorch's epsilon (1e-5) and momentum (0.1, i.e. Keras' 0.9). Stride-2 3x3

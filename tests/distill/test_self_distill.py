@@ -566,3 +566,134 @@ def test_light_heads_are_cheap_and_early_exit_matches_the_exits(images):
                           num_classes=10, head="light")
     assert [tuple(fm.network.get_layer(f"exit{i}_light_expand_relu").output.shape)
             for i in (1, 2)] == [(None, 4, 4, 64)] * 2
+
+
+# ----------------------------------------------------------------- versions (issue 28)
+
+def test_conference_hint_is_squared_l2_of_pooled_features():
+    """hint="conference": |f_i - f_N|^2 (train.py 133-134's comment), row sum, batch mean."""
+    rng = np.random.RandomState(8)
+    labels = np.array([1, 0, 2])
+    logits = [tf.constant(rng.randn(3, 4), tf.float32) for _ in range(3)]
+    feats = [rng.randn(3, 5), rng.randn(3, 5)]
+    deep = rng.randn(3, 5)
+    terms = self_distillation_terms(labels, logits, [tf.constant(f, tf.float32) for f in feats],
+                                    tf.constant(deep, tf.float32), hint="conference")
+    want = sum(0.03 * ((f - deep) ** 2).sum(axis=1).mean() for f in feats)
+    np.testing.assert_allclose(float(terms["hint"]), want, rtol=1e-5)
+    w = np.array([2.0, 0.0, 1.0])
+    tw = self_distillation_terms(labels, logits, [tf.constant(f, tf.float32) for f in feats],
+                                 tf.constant(deep, tf.float32), hint="conference",
+                                 sample_weight=tf.constant(w, tf.float32))
+    want_w = sum(0.03 * (((f - deep) ** 2).sum(axis=1) * w).sum() / w.sum() for f in feats)
+    np.testing.assert_allclose(float(tw["hint"]), want_w, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_version_switch_sets_heads_hint_data_and_schedule_together():
+    from kdzoo.distill import byot_versions
+    journal = SelfDistillation(tiny_backbone(), num_classes=10, version="journal")
+    assert (journal.head, journal.hint, journal.hint_exits) == ("official", "official", [1, 2])
+    names = {layer.name for layer in journal.network.layers}
+    assert "exit1_official_attention_gate" in names and "exit2_adapter" in names
+    conf = SelfDistillation(tiny_backbone(), num_classes=10, version="iccv2019")
+    assert (conf.head, conf.hint, conf.hint_exits) == ("bottleneck", "conference", [1, 2, 3])
+    assert not any(layer.name.endswith("_adapter") for layer in conf.network.layers)
+    _, feats, deep = conf.forward_with_features(np.zeros((2, 32, 32, 3), "float32"))
+    assert [tuple(f.shape) for f in feats] == [(2, 32)] * 3 and tuple(deep.shape) == (2, 32)
+    again = SelfDistillation.from_config(conf.get_config())
+    assert (again.version, again.head, again.hint) == ("iccv2019", "bottleneck", "conference")
+    with pytest.raises(ValueError, match="contradicts version='journal'"):
+        SelfDistillation(tiny_backbone(), num_classes=10, version="journal", head="light")
+    with pytest.raises(ValueError, match="version must be one of"):
+        SelfDistillation(tiny_backbone(), num_classes=10, version="cvpr")
+    # train.py: --epoch 250 (l. 17), --batchsize 128 (23), --init_lr 0.1 (24), SGD
+    # momentum 0.9 / weight decay 5e-4 (109); crop pad 4 fill 128 + flip (35-36, 40-41);
+    # --autoaugment True adds CIFAR10Policy + Cutout(1, 16) (21, 36-37).
+    j, c = byot_versions.run_settings("journal"), byot_versions.run_settings("iccv2019")
+    for s in (j, c):
+        assert (s["epochs"], s["batch_size"], s["learning_rate"], s["momentum"],
+                s["weight_decay"]) == (250, 128, 0.1, 0.9, 5e-4)
+        assert (s["crop"], s["pad_fill"], s["flip"]) == ("pad", 128, True)
+    assert (j["autoaugment"], j["cutout"]) == ("cifar10", 16)
+    assert (c["autoaugment"], c["cutout"]) == (None, None)
+    assert set(byot_versions.SOURCES) == set(byot_versions.VERSIONS)
+
+
+# ----------------------------------------------------------------- best / last reporting
+
+class _ScriptedModel:
+    """Stands in for a model: evaluate returns scripted ensemble/exit accuracies."""
+
+    def __init__(self, script):
+        self.script, self.saved = script, []
+        self.optimizer = type("Opt", (), {"iterations": 0})()
+
+    def evaluate(self, data, return_dict=True, verbose=0):
+        acc = self.script[data].pop(0)
+        return {"loss": 1.0, "exit1_top1": acc - 0.1, "exit2_top1": acc - 0.05,
+                "ensemble_top1": acc}
+
+    def save_weights(self, path):
+        with open(path, "w") as f:
+            f.write(str(self.optimizer.iterations))
+        self.saved.append(self.optimizer.iterations)
+
+
+def test_exit_report_selects_best_on_heldout_and_labels_the_test_selected_best(tmp_path):
+    """train.py 203-208 keeps the best *test* ensemble accuracy; the report's best_epoch
+    is chosen on the held-out split, the test-selected figure is kept but labelled."""
+    import json
+    from kdzoo.distill.exit_reporting import ExitAccuracyReport
+    path = str(tmp_path / "exit_accuracy.json")
+    # epoch:        1     2     3
+    script = {"val": [0.60, 0.55, 0.58], "test": [0.50, 0.70, 0.52]}
+    model = _ScriptedModel(script)
+    cb = ExitAccuracyReport("val", "test", path, best_weights=str(tmp_path / "b.weights.h5"))
+    cb.set_model(model)
+    cb.on_train_begin()
+    for epoch in range(3):
+        model.optimizer.iterations = 10 * (epoch + 1)
+        cb.on_epoch_end(epoch)
+    report = json.load(open(path))
+    assert report["last_epoch"]["epoch"] == 3 and report["last_epoch"]["test"]["ensemble"] == 0.52
+    assert report["best_epoch"]["epoch"] == 1 and report["best_epoch"]["minival"]["ensemble"] == 0.6
+    assert report["best_epoch"]["test"]["ensemble"] == 0.5      # test at the chosen epoch
+    assert report["best_epoch"]["step"] == 10
+    assert report["best_epoch"]["test"]["exit1"] == pytest.approx(0.4)
+    assert report["test_selected_best"]["epoch"] == 2
+    assert report["test_selected_best"]["test"]["ensemble"] == 0.7
+    assert "TEST set" in report["test_selected_best"]["note"]
+    assert model.saved == [10]                                   # best weights: epoch 1 only
+    # A resumed run (restored at epoch 2) reloads the file and drops epochs 2 and 3.
+    model2 = _ScriptedModel({"val": [0.65], "test": [0.40]})
+    cb2 = ExitAccuracyReport("val", "test", path)
+    cb2.set_model(model2)
+    cb2.on_train_begin()
+    cb2.on_epoch_end(1)
+    again = json.load(open(path))
+    assert [h["epoch"] for h in again["per_epoch"]] == [1, 2]
+    assert again["best_epoch"]["epoch"] == 2 and again["test_selected_best"]["epoch"] == 1
+    with pytest.raises(ValueError, match="never chosen on the test set"):
+        ExitAccuracyReport(None, "test", path)
+
+
+@pytest.mark.slow
+def test_exit_report_reads_every_exit_of_a_real_model(images, tmp_path):
+    """Inside model.fit (evaluate nested in on_epoch_end), with a real SelfDistillation."""
+    import json
+    from kdzoo.distill.exit_reporting import ExitAccuracyReport, _accuracies, callbacks_for
+    model = SelfDistillation(tiny_backbone(), num_classes=10)
+    model.compile(optimizer="sgd")
+    labels = np.arange(len(images)) % 10
+    acc = _accuracies(model.evaluate(images, labels, batch_size=16, return_dict=True,
+                                     verbose=0))
+    assert sorted(acc) == ["ensemble", "exit1", "exit2", "exit3", "exit4"]
+    assert all(0.0 <= v <= 1.0 for v in acc.values())
+    assert callbacks_for(keras.Sequential([keras.layers.Dense(2)]), None, None, 32) == []
+    data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+    path = str(tmp_path / "r.json")
+    model.fit(data, epochs=2, verbose=0, callbacks=[ExitAccuracyReport(data.take(1), data, path)])
+    report = json.load(open(path))
+    assert [(h["epoch"], h["step"]) for h in report["per_epoch"]] == [(1, 3), (2, 6)]
+    assert sorted(report["last_epoch"]["test"]) == sorted(acc)
