@@ -162,6 +162,16 @@ def test_a_batch_larger_than_the_data_is_refused_before_the_workdir_is_claimed(
     assert not workdir.exists() or os.listdir(workdir) == []  # nothing recorded, no lock
 
 
+@pytest.mark.slow
+def test_the_smoke_recipe_with_overwrite_keeps_a_foreign_folder(tmp_path):
+    """The issue's command, in process: pets --smoke --overwrite --workdir D."""
+    from kdzoo.recipe import run_funmatch_recipe
+    (tmp_path / "thesis.tex").write_text("x")
+    with pytest.raises(SettingsMismatchError, match="thesis.tex"):
+        run_funmatch_recipe(_pets(), _options(tmp_path, overwrite=True))
+    assert sorted(os.listdir(tmp_path)) == ["run.lock", "thesis.tex"]
+
+
 # ------------------------------------- 8: a grid cache for a longer schedule ---
 @pytest.mark.slow
 def test_a_grid_teacher_cache_is_rebuilt_for_a_longer_schedule_and_on_overwrite(
