@@ -205,8 +205,8 @@ def claim(workdir, settings, *, overwrite=False, worker=None, defaults=None):
     os.makedirs(own, exist_ok=True)
     lock = FileLock(os.path.join(own, LOCK_FILE), what=f"Work directory {own}").acquire()
     try:
-        if overwrite:
-            _wipe(own)
+        if overwrite:  # a worker's own directory is one kdzoo made (the record is the chief's)
+            _wipe(own, owned=bool(worker))
         if worker is None:  # the chief owns the record; the others only write logs
             _record(workdir, json.loads(json.dumps(settings)), defaults)
     except BaseException:
