@@ -70,6 +70,14 @@ def test_the_record_is_marked_and_an_old_unmarked_record_is_still_ours(tmp_path)
     assert json.load(open(other / "config.json")) == {"theme": "dark"}
 
 
+def test_a_worker_directory_without_a_record_of_its_own_is_still_overwritten(tmp_path):
+    _claim(tmp_path)
+    run_dir.claim(str(tmp_path), BASE, worker="worker-1").release()
+    (tmp_path / "worker-1" / "history.csv").write_text("old")
+    run_dir.claim(str(tmp_path), BASE, worker="worker-1", overwrite=True).release()
+    assert os.listdir(tmp_path / "worker-1") == ["run.lock"]
+
+
 def test_a_whole_grid_overwrite_leaves_unknown_files_of_a_point(tmp_path):
     point = tmp_path / "point-000"
     run_dir.check_grid(str(tmp_path), {"seed": 0}, point_dirs=[str(point)])
