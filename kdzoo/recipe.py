@@ -155,21 +155,38 @@ def _one_run(recipe, options, base):
 GRID_CACHE = "teacher.tcache"
 
 
-def _grid_teacher_cache(options, base):
+def _grid_teacher_cache(options, base, n_train, rebuild=False):
     """The grid's one teacher-output cache, ``<workdir>/teacher.tcache``: written by the first
     process to need it (others wait on its lock), or None for ``fix/*`` (targets once per
-    point already) and ``--nogrid_cache``."""
+    point already) and ``--nogrid_cache``. One built for a shorter schedule, or any under
+    ``rebuild`` (``--grid --overwrite``), is rebuilt (the views of the shorter schedule are a
+    prefix of the longer one's, so finished points keep their meaning)."""
     from kdzoo.file_lock import FileLock
     from kdzoo.train import FunMatchRun, write_teacher_cache
     from kdzoo.distill.variants import get_variant
     if get_variant(base["variant"]).fixed or not options.grid_cache:
         return None
     path = os.path.join(options.workdir, GRID_CACHE)
+    run = FunMatchRun(workdir=options.workdir, **base)
     os.makedirs(options.workdir, exist_ok=True)
     with FileLock(path + ".lock", what=f"The grid's teacher cache {path}", blocking=True):
-        if not os.path.exists(path):
-            write_teacher_cache(FunMatchRun(workdir=options.workdir, **base), path)
+        why = "--overwrite" if rebuild else _cache_too_short(path, run, n_train)
+        if why or not os.path.exists(path):
+            if why and os.path.exists(path):
+                print(f"Rebuilding the grid's teacher cache {path} ({why}).", flush=True)
+            write_teacher_cache(run, path)
     return path
+
+
+def _cache_too_short(path, run, n_train):
+    """Why the cache at ``path`` cannot serve ``run`` (``None``: it can, or there is none)."""
+    from kdzoo.distill.teacher_cache import open_teacher_cache
+    from kdzoo.train import plan
+    if not os.path.exists(path):
+        return None
+    have = open_teacher_cache(path, verify=False).epochs[1]
+    need = -(-plan(run, n_train)[0].total_steps // (n_train // run.batch_size))
+    return None if have >= need else f"it covers {have} epochs, --epochs needs {need}"
 
 
 def _grid(options, base):
@@ -177,7 +194,8 @@ def _grid(options, base):
     teacher runs once for all of them (lr, weight decay and T leave its views unchanged)."""
     from kdzoo import grid as grids
     from kdzoo import run_dir
-    from kdzoo.train import FunMatchRun, run_funmatch
+    from kdzoo.train import FunMatchRun, run_funmatch, train_examples
+    _, n_train = train_examples(FunMatchRun(workdir=options.workdir, **base))  # before writing
     points = grids.expand_grid(grids.FUNMATCH_GRID)
     indices = range(len(points)) if options.grid_index is None else [options.grid_index]
     shared = {k: run_dir.describe(v) for k, v in base.items()
@@ -187,7 +205,8 @@ def _grid(options, base):
                        point_dirs=[grids.point_dir(options.workdir, i)
                                    for i in range(len(points))],
                        shared_files=[os.path.join(options.workdir, GRID_CACHE)])
-    cache = _grid_teacher_cache(options, base)
+    cache = _grid_teacher_cache(options, base, n_train,
+                                rebuild=options.overwrite and options.grid_index is None)
     for index in indices:
         point = grids.grid_point(grids.FUNMATCH_GRID, index)
         run_funmatch(FunMatchRun(workdir=grids.point_dir(options.workdir, index),

@@ -19,6 +19,12 @@ read or written):
    ``epochs`` extended) may change: the new value is recorded, with the old
    one, under ``"reruns"``.
 
+``--overwrite`` deletes only what a run writes (:data:`RUN_ENTRIES`), and only
+in a directory that holds a kdzoo run (a ``config.json`` kdzoo wrote, marked
+``"kdzoo_run"``; older records are known by their keys): ``--workdir ~/thesis
+--overwrite`` must never empty a folder of someone's own files. Files kdzoo does
+not know are left in place and named.
+
 A grid's points each have their own directory, settings and lock; the grid's
 shared settings are recorded in ``<grid workdir>/grid.json`` by
 :func:`check_grid`, so points configured differently never meet in one summary.
@@ -31,7 +37,7 @@ import re
 import shutil
 import time
 
-from kdzoo.atomic import write_json
+from kdzoo.atomic import TEMP_PREFIX, write_json
 from kdzoo.errors import SettingsMismatchError
 from kdzoo.file_lock import FileLock
 
@@ -45,7 +51,17 @@ NEUTRAL = frozenset({"epochs", "verbose", "data_dir", "eval_batch_size", "log_ev
                      "checkpoint_every_steps", "checkpoint_every_minutes",
                      "keep_checkpoints", "eval_roles"})
 # Not settings of the run at all.
-IGNORED = frozenset({"workdir", "overwrite", "reruns"})
+# "kdzoo_run": the record's format version, the mark that kdzoo wrote it (see _wipe).
+MARKER = "kdzoo_run"
+RECORD_FORMAT = 2
+IGNORED = frozenset({"workdir", "overwrite", "reruns", MARKER})
+# What a run (or a grid / study around it) writes in its directory: all --overwrite deletes.
+RUN_ENTRIES = frozenset({CONFIG_FILE, GRID_FILE, "metrics.json", "history.csv", "state.json",
+                         "checkpoints", "logs", "student.keras", "model.keras",
+                         "measured.json"})
+RUN_SUFFIXES = (".tcache", ".tcache.lock", ".keras", ".weights.h5")
+# A record written before the marker: always "reruns", and the run's dataset and epochs.
+_OLD_RECORD_KEYS = frozenset({"reruns", "dataset", "epochs"})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -111,8 +127,9 @@ def _read_record(path):
     except (OSError, ValueError) as e:
         raise SettingsMismatchError(
             f"{path} cannot be read ({type(e).__name__}: {e}), so kdzoo cannot tell "
-            "whether this run is the one recorded there. Use a new --workdir, or pass "
-            "--overwrite (overwrite=True) to delete the old run and start over.") from None
+            "whether this run is the one recorded there, nor that the directory is a kdzoo "
+            "run (--overwrite deletes only those). Use a new --workdir, or, if it is a run "
+            "you no longer need, delete it yourself.") from None
 
 
 def _mismatch(directory, path, diffs, whole="--workdir"):
@@ -123,15 +140,54 @@ def _mismatch(directory, path, diffs, whole="--workdir"):
         "pass --overwrite (overwrite=True) to delete that run's files and start over.")
 
 
-def _wipe(directory, keep=(LOCK_FILE,)):
-    for name in os.listdir(directory):
-        if name in keep or name.startswith("worker-"):  # each worker wipes its own dir
-            continue
-        path = os.path.join(directory, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+def written_by_kdzoo(name):
+    """Whether an entry of a work directory is one a run writes (so --overwrite may delete it)."""
+    return (name in RUN_ENTRIES or name.startswith(TEMP_PREFIX) or name.endswith(RUN_SUFFIXES)
+            or re.fullmatch(r"point-\d{3}", name) is not None)
+
+
+def holds_run(directory):
+    """Whether ``directory/config.json`` is a record kdzoo wrote (marked, or of the old format)."""
+    try:
+        with open(os.path.join(directory, CONFIG_FILE), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and (MARKER in record or _OLD_RECORD_KEYS <= set(record))
+
+
+def _wipe(directory, keep=(LOCK_FILE,), owned=False):
+    """Delete what a run wrote in ``directory``; refuse a directory that holds no kdzoo run.
+
+    ``owned``: the caller knows the directory is kdzoo's (a grid point under a grid's
+    ``grid.json``). Unknown entries are never deleted; they are printed instead.
+    Returns the names left in place.
+    """
+    entries = sorted(n for n in os.listdir(directory)
+                     if n not in keep and not n.startswith("worker-"))  # workers wipe their own
+    if entries and not (owned or holds_run(directory)):
+        raise SettingsMismatchError(
+            f"--overwrite (overwrite=True) would delete everything in {directory} "
+            f"({_listing(entries)}), but it holds no kdzoo run (no config.json written by "
+            "kdzoo), so kdzoo deletes nothing there. Use an empty or new --workdir, or move "
+            "those files away yourself.")
+    unknown = [n for n in entries if not written_by_kdzoo(n)]
+    for name in entries:
+        if name not in unknown:
+            path = os.path.join(directory, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    if unknown:
+        print(f"--overwrite: left in place in {directory}, not written by kdzoo: "
+              f"{_listing(unknown)}", flush=True)
+    return unknown
+
+
+def _listing(names, most=8):
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def claim(workdir, settings, *, overwrite=False, worker=None, defaults=None):
@@ -149,8 +205,8 @@ def claim(workdir, settings, *, overwrite=False, worker=None, defaults=None):
     os.makedirs(own, exist_ok=True)
     lock = FileLock(os.path.join(own, LOCK_FILE), what=f"Work directory {own}").acquire()
     try:
-        if overwrite:
-            _wipe(own)
+        if overwrite:  # a worker's own directory is one kdzoo made (the record is the chief's)
+            _wipe(own, owned=bool(worker))
         if worker is None:  # the chief owns the record; the others only write logs
             _record(workdir, json.loads(json.dumps(settings)), defaults)
     except BaseException:
@@ -162,7 +218,7 @@ def claim(workdir, settings, *, overwrite=False, worker=None, defaults=None):
 def _record(workdir, settings, defaults=None):
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        write_json(path, dict(settings, reruns=[]))
+        write_json(path, dict(settings, reruns=[], **{MARKER: RECORD_FORMAT}))
         return
     recorded = _read_record(path)
     diffs = _differences(recorded, settings, NEUTRAL, defaults)
@@ -173,7 +229,25 @@ def _record(workdir, settings, defaults=None):
         reruns = list(recorded.get("reruns", []))
         reruns.append({"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "changed": {k: list(v) for k, v in changed.items()}})
-        write_json(path, dict(recorded, **settings, reruns=reruns))
+        write_json(path, dict(recorded, **settings, reruns=reruns, **{MARKER: RECORD_FORMAT}))
+
+
+def check_record(workdir, settings, defaults=None):
+    """Raise :class:`SettingsMismatchError` unless ``workdir/config.json`` records ``settings``.
+
+    Read only (no lock, nothing written): how a study tells that a finished run is
+    the one it would run now before reusing its results. Neutral keys may differ.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise SettingsMismatchError(
+            f"{workdir} holds results but no {CONFIG_FILE}, so kdzoo cannot tell which "
+            "settings produced them. Use a new --workdir, or delete that directory yourself.")
+    recorded = _read_record(path)
+    diffs = _differences(recorded, json.loads(json.dumps(settings)), NEUTRAL, defaults)
+    if diffs:
+        raise _mismatch(workdir, path, diffs)
+    return recorded
 
 
 def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs=(),
@@ -201,7 +275,7 @@ def check_grid(workdir, shared, *, overwrite=False, whole_grid=False, point_dirs
     for point in point_dirs:
         if os.path.isdir(point):
             with FileLock(os.path.join(point, LOCK_FILE), what=f"Grid point {point}"):
-                _wipe(point)
+                _wipe(point, owned=True)  # under our grid.json: kdzoo's point
     for built in shared_files:  # e.g. the grid's teacher cache, built for the old settings
         if os.path.exists(built):
             with FileLock(built + ".lock", what=f"The grid's {os.path.basename(built)}"):

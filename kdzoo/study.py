@@ -8,25 +8,41 @@ run that was interrupted resumes from its checkpoint), and reduces the
 measured rows to mean / std / min / max per group.
 """
 
+import json
 import os
 
 import numpy as np
+
+from kdzoo import run_dir
 
 __all__ = ["run_one", "is_finished", "summarize"]
 
 
 def is_finished(run):
-    """A run is finished once its ``metrics.json`` exists (it is written last, atomically)."""
-    return os.path.exists(os.path.join(run.workdir, "metrics.json"))
+    """Whether ``run`` has finished *as described now*: ``metrics.json`` for ``run.epochs``.
+
+    A finished directory recorded with other settings raises
+    :class:`kdzoo.errors.SettingsMismatchError` naming the keys (the same check
+    ``kdzoo.run_dir.claim`` makes), so a study never reuses, or reports, results
+    under settings they were not produced with. A finished run of fewer epochs is
+    not finished: training it extends it.
+    """
+    path = os.path.join(run.workdir, "metrics.json")
+    if not os.path.exists(path):
+        return False
+    run_dir.check_record(run.workdir, run_dir.settings_of(run), run_dir.defaults_of(run))
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("epochs") == run.epochs
 
 
 def run_one(run):
     """Train ``run`` (a :class:`kdzoo.train.FunMatchRun` or ``SupervisedRun``) unless finished.
 
-    Returns ``True`` when it trained now, ``False`` when it was already done.
+    Returns ``True`` when it trained now, ``False`` when it was already done (with
+    the same settings; other settings are refused, ``run.overwrite`` retrains).
     """
     from kdzoo.train import FunMatchRun, run_funmatch, run_supervised
-    if is_finished(run) and not run.overwrite:
+    if not run.overwrite and is_finished(run):
         return False
     (run_funmatch if isinstance(run, FunMatchRun) else run_supervised)(run)
     return True

@@ -103,10 +103,16 @@ def train_examples(run):
     spec = _train_spec(run)
     examples = load_split(spec, "train", run.data_dir)
     if run.train_per_class:
-        return balanced_subset(examples, run.train_per_class, run.subset_seed)
-    if run.num_train_examples:
-        return examples.take(run.num_train_examples), run.num_train_examples
-    return examples, num_examples(spec, "train", run.data_dir)
+        examples, n = balanced_subset(examples, run.train_per_class, run.subset_seed)
+    elif run.num_train_examples:
+        examples, n = examples.take(run.num_train_examples), run.num_train_examples
+    else:
+        n = num_examples(spec, "train", run.data_dir)
+    if n is not None and run.batch_size > n:  # checked before the workdir is claimed
+        from kdzoo.errors import RecipeError
+        raise RecipeError(f"--batch_size {run.batch_size} is larger than the {n} training "
+                          f"images of this run; pass --batch_size {n} or less (or more images).")
+    return examples, n
 
 
 def plan(run, num_train_examples=None):
@@ -215,11 +221,12 @@ def run_funmatch(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
-    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
+    # One workdir = one run: lock it for the run's life, record / compare its settings
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
                                  overwrite=run.overwrite, worker=worker_subdir(),
                                  defaults=run_dir.defaults_of(run))
-    spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
     cache = run.teacher_cache and distiller.use_teacher_cache(run.teacher_cache)
     min_side = max(distiller.image_size, run.teacher_image_size or 0)
     resize_small = eval_resize_small(spec, distiller.image_size)
@@ -290,12 +297,13 @@ def run_supervised(run):
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)
-    # One workdir = one run: lock it for the run's life, record / compare its settings.
+    train, n_train = train_examples(run)
+    schedule, _ = plan(run, n_train)
+    # One workdir = one run: lock it for the run's life, record / compare its settings
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
     workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
                                  overwrite=run.overwrite, worker=worker_subdir(),
                                  defaults=run_dir.defaults_of(run))
-    train, n_train = train_examples(run)
-    schedule, _ = plan(run, n_train)
     steps = schedule.total_steps
     with strategy.scope():
         network = run.model()

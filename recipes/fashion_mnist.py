@@ -66,7 +66,8 @@ def settings():
     return dict(STUDY, kind=kind, methods=methods, teacher=FLAGS.teacher or STUDY["teacher"],
                 budgets=_ints(FLAGS.budgets, STUDY["budgets"][kind]),
                 seeds=_ints(FLAGS.seeds, STUDY["seeds"][kind]),
-                train_per_class=FLAGS.train_per_class or STUDY["train_per_class"])
+                train_per_class=FLAGS.train_per_class or STUDY["train_per_class"],
+                batch_size=FLAGS.batch_size or STUDY["batch_size"])  # what the runs use
 
 
 def _optimizer(s):
@@ -78,7 +79,7 @@ def _optimizer(s):
 def _shared(s, epochs, seed, workdir):
     """The fields every run of the study shares."""
     return dict(dataset="fashion_mnist", workdir=workdir, epochs=epochs, seed=seed,
-                batch_size=FLAGS.batch_size or s["batch_size"], data_dir=FLAGS.data_dir,
+                batch_size=s["batch_size"], data_dir=FLAGS.data_dir,
                 train_per_class=s["train_per_class"], subset_seed=s["subset_seed"],
                 strategy=FLAGS.strategy, verbose=0, overwrite=FLAGS.overwrite,
                 eval_roles=("test",),  # nothing is selected on minival here

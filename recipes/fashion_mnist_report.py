@@ -33,10 +33,9 @@ def print_plan(s, entries):
 def train_all(entries):
     """Train every run not yet finished, one after another, with a line per run."""
     for i, (key, run) in enumerate(entries):
-        if study.is_finished(run) and not run.overwrite:
-            continue
         start = time.perf_counter()
-        study.run_one(run)
+        if not study.run_one(run):  # finished with these settings (others are refused)
+            continue
         print(f"[{i + 1}/{len(entries)}] {key['method']} {key['epochs']} epochs seed "
               f"{key['seed']}: {time.perf_counter() - start:.0f} s", flush=True)
 
