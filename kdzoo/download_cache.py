@@ -13,6 +13,7 @@ be leftovers of a killed writer.
 """
 
 import hashlib
+import json
 import os
 import uuid
 
@@ -47,15 +48,55 @@ def entry_lock(path):
 
 
 def _download_target(card):
-    fname = f"{card['name']}-{os.path.basename(card['url'])}"
-    return os.path.join(cache_root(), "downloads", fname)
+    """``downloads/<card name>-<url file name>``; both parts must be plain names."""
+    name = registry.check_plain_name(card["name"], "Model card name")
+    leaf = registry.check_plain_name(os.path.basename(card["url"]),
+                                     f"The file name at the end of the url of card {name!r}:")
+    return os.path.join(cache_root(), "downloads", f"{name}-{leaf}")
+
+
+def _record_path(target):
+    return target + ".first_download.json"
+
+
+def _record_first_download(target, card):
+    """Trust on first use: a card without a sha256 gets the first download's digest and
+    size recorded beside it, and every later use is checked against that record."""
+    record = {"sha256": sha256_of(target), "size_bytes": os.path.getsize(target),
+              "url": card["url"]}
+    write_text(_record_path(target), json.dumps(record, sort_keys=True) + "\n", ".json",
+               prefix=entry_prefix(_record_path(target)))
+
+
+def _check_first_download(target, card):
+    """A cached download of a card without sha256 against its first-download record."""
+    record_path = _record_path(target)
+    try:
+        with open(record_path, encoding="utf-8") as f:
+            record = json.load(f)
+        expected, size = str(record["sha256"]), int(record["size_bytes"])
+    except FileNotFoundError:  # cached before kdzoo kept records: trust it now, once
+        return _record_first_download(target, card)
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise DownloadError(f"The first-download record {record_path} is unreadable "
+                            f"({type(e).__name__}): delete it and {target} to download "
+                            "the file afresh.") from None
+    got_size = os.path.getsize(target)
+    if got_size != size or sha256_of(target) != expected:
+        raise DownloadError(
+            f"{target} changed since it was first downloaded for {card['name']!r}: its "
+            f"record {record_path} says sha256 {expected} and {size:,} bytes (it now has "
+            f"{got_size:,} bytes). kdzoo did not use it. If you did not change it, it was "
+            "altered or damaged: delete both files and load again to download it afresh.")
+    return None
 
 
 def discard_download(card):
     target = _download_target(card)
     with entry_lock(target):
-        if os.path.exists(target):
-            os.remove(target)
+        for path in (target, _record_path(target)):
+            if os.path.exists(path):
+                os.remove(path)
 
 
 def download(card):
@@ -67,8 +108,12 @@ def download(card):
     os.makedirs(directory, exist_ok=True)
     with entry_lock(target):
         remove_stale_temp_files(target)
+        remove_stale_temp_files(_record_path(target))
         if os.path.exists(target):
-            if not expected or sha256_of(target) == expected:
+            if not expected:
+                _check_first_download(target, card)
+                return target
+            if sha256_of(target) == expected:
                 return target
             os.remove(target)  # altered or incomplete: never kept, fetched again
         # A fresh name each time: get_file trusts any file already under its fname.
@@ -87,6 +132,8 @@ def download(card):
                     "it with `sha256sum`, and pass weights='/path/to/"
                     f"{os.path.basename(url)}' to kdzoo.load.")
             os.replace(tmp, target)
+            if not expected:
+                _record_first_download(target, card)
         except DownloadError:
             raise
         except Exception as e:  # network errors come as bare Exception from get_file
@@ -113,7 +160,8 @@ def converted_is_intact(path):
 def pretrained_path(card, build_full):
     """Local Keras weights for ``card``: shipped with kdzoo, or converted and cached."""
     if card["format"] == "keras_weights":
-        path = os.path.join(registry.CARDS_DIR, card["file"])
+        path = os.path.join(registry.CARDS_DIR,
+                            registry.check_plain_name(card["file"], "The weight file of a card"))
         if not os.path.exists(path):
             raise CheckpointError(f"Weight file {path} of {card['name']!r} is missing; "
                                   "reinstall kdzoo.")
@@ -124,7 +172,8 @@ def pretrained_path(card, build_full):
         return path
     if card["format"] != "bit_npz":
         raise CheckpointError(f"Model card {card['name']!r} has unknown format {card['format']!r}.")
-    converted = os.path.join(cache_root(), "converted", f"{card['name']}.weights.h5")
+    name = registry.check_plain_name(card["name"], "Model card name")
+    converted = os.path.join(cache_root(), "converted", f"{name}.weights.h5")
     with entry_lock(converted):  # the download's lock is always taken inside this one
         for leftover in (converted, converted + ".sha256"):
             remove_stale_temp_files(leftover)

@@ -21,6 +21,10 @@ class NonFiniteInputError(ValueError):
     """Images or labels given to fit / evaluate hold NaN or Inf values."""
 
 
+class ModelCardError(ValueError):
+    """A model card file is unusable (bad JSON, missing keys, a name that is not plain)."""
+
+
 class RecipeError(ValueError):
     """A recipe's option cannot be used as given (the message says which and what to do)."""
 
@@ -35,4 +39,5 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 # Errors whose message tells the user what to change: recipes print them without a traceback.
-FIXABLE = (CheckpointError, SettingsMismatchError, WorkdirInUseError, RecipeError)
+FIXABLE = (CheckpointError, SettingsMismatchError, WorkdirInUseError, RecipeError,
+           ModelCardError)

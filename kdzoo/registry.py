@@ -13,7 +13,11 @@ import fnmatch
 import functools
 import json
 import os
+import re
+import warnings
 from typing import Callable
+
+from kdzoo.errors import ModelCardError
 
 
 
@@ -91,22 +95,66 @@ REQUIRED_CARD_KEYS = ("name", "architecture", "dataset", "num_classes", "input_s
                       "top1", "top1_source", "license")
 
 
+# A card name becomes file names under $KERAS_HOME/kdzoo: dot-separated identifiers only
+# (``bit_r50x1.funmatch_in1k_224``), never a path ("../x", "a/b") or a hidden name.
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+_BROKEN: dict[str, str] = {}  # card file stem or card name -> why that card file is unusable
+
+
+def check_plain_name(name, what):
+    """``name`` if it is a plain name (see ``_PLAIN_NAME``), else a ModelCardError."""
+    if not isinstance(name, str) or not _PLAIN_NAME.match(name):
+        raise ModelCardError(
+            f"{what} {name!r} is not a plain name (letters, digits, '_', '-' and "
+            "single dots between them): kdzoo turns it into file names and refuses "
+            "anything that could leave its folder, such as '../' or '/'.")
+    return name
+
+
+def _read_card_file(path):
+    """The checked cards of one card file (a ModelCardError naming ``path`` if unusable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError, RecursionError) as e:
+        raise ModelCardError(f"Model card file {path} cannot be read as JSON "
+                             f"({type(e).__name__}: {e}). Fix or remove that file.") from None
+    entries = entries if isinstance(entries, list) else [entries]
+    for card in entries:
+        missing = [k for k in REQUIRED_CARD_KEYS if not isinstance(card, dict) or k not in card]
+        if missing:
+            name = card.get("name") if isinstance(card, dict) else None
+            raise ModelCardError(f"Model card {name!r} in {path} lacks {missing}; fix or "
+                                 "remove that file.")
+        check_plain_name(card["name"], f"Model card name in {path}:")
+    return entries
+
+
 @functools.lru_cache(maxsize=None)
 def cards():
-    """``{name: card}`` for every JSON model card shipped in :data:`CARDS_DIR`."""
+    """``{name: card}`` for every usable JSON model card shipped in :data:`CARDS_DIR`.
+
+    A card file that is not valid (bad JSON, missing keys, an unsafe name) is left out
+    with a warning, so one bad file does not break every other model; loading the
+    broken card's name raises the reason, naming the file (:func:`resolve`).
+    """
     found = {}
+    _BROKEN.clear()
     for fname in sorted(os.listdir(CARDS_DIR)):
         if not fname.endswith(".json"):
             continue
         path = os.path.join(CARDS_DIR, fname)
-        with open(path, encoding="utf-8") as f:
-            entries = json.load(f)
-        for card in entries if isinstance(entries, list) else [entries]:
-            missing = [k for k in REQUIRED_CARD_KEYS if k not in card]
-            if missing:
-                raise ValueError(f"Model card {card.get('name')!r} in {path} lacks {missing}.")
-            if card["name"] in found:
-                raise ValueError(f"Model card {card['name']!r} is defined twice ({path}).")
+        try:
+            entries = _read_card_file(path)
+            for card in entries:
+                if card["name"] in found:
+                    raise ModelCardError(f"Model card {card['name']!r} is defined twice "
+                                         f"({path} and {found[card['name']]['card_file']}).")
+        except ModelCardError as e:
+            _BROKEN[fname[:-len(".json")]] = str(e)
+            warnings.warn(f"kdzoo skipped a model card: {e}", stacklevel=2)
+            continue
+        for card in entries:
             card = dict(card, card_file=path)
             card.setdefault("aliases", [])
             found[card["name"]] = card
@@ -134,6 +182,8 @@ def resolve(name):
     alias_table = aliases()
     if name in alias_table:
         return alias_table[name]
+    if name in _BROKEN:
+        raise ModelCardError(f"Model {name!r} cannot be loaded: {_BROKEN[name]}")
     close = difflib.get_close_matches(name, all_names(), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(

@@ -117,6 +117,11 @@ def read_npz(path):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key in headers:  # zipfile and np.load would silently use the last copy
+                    raise CheckpointError(
+                        f"{path} holds the entry {info.filename!r} twice: kdzoo cannot "
+                        "tell which copy is meant, so it read neither. The file is damaged "
+                        "or hostile: download it again, or pass a published BiT .npz.")
                 shape, dtype = _member_header(archive, info, path)
                 headers[key] = (info.filename, shape, dtype)
     except CheckpointError:

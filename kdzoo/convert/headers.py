@@ -15,14 +15,16 @@ import h5py
 import numpy as np
 from keras.src.utils.naming import to_snake_case
 
+from kdzoo.convert.keras_config import check_declared_params
 from kdzoo.errors import CheckpointError
 
 MAX_EXPANSION = 16  # a member / dataset may expand to this multiple of its stored size
 SLACK = 1 << 20
 MAX_CONFIG_BYTES = 64 << 20
-# Layer classes whose first variable (the kernel) ends in the config's size field.
-_SIZED = {"Dense": "units", "Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters",
-          "Conv2DTranspose": "filters", "SeparableConv2D": "filters", "EinsumDense": None}
+# Layer classes whose first variable (the kernel) ends in the config's size field (not
+# Conv*Transpose, whose kernel is (..., filters, in), nor SeparableConv*, whose first
+# variable is the depthwise kernel: kdzoo.convert.keras_config bounds those).
+_SIZED = {"Dense": "units", "Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters"}
 
 
 def check_h5_datasets(group, path, max_bytes=None, where="", model_name=None):
@@ -76,6 +78,14 @@ def _sized_layers(config):
     return out
 
 
+def _stored_values(group):
+    """How many values the datasets under ``group`` hold (from the HDF5 headers)."""
+    sizes = []
+    group.visititems(lambda name, obj: sizes.append(int(obj.size))
+                     if isinstance(obj, h5py.Dataset) else None)
+    return sum(sizes)
+
+
 def check_keras_archive(path):
     """A ``.keras`` zip: sizes, and every sized layer's config against its stored kernel."""
     try:
@@ -98,6 +108,11 @@ def check_keras_archive(path):
                                   "bytes, far more than a model config; refused.")
         try:
             config = json.loads(archive.read(config_info))
+        except RecursionError:
+            raise CheckpointError(
+                f"{path}: its config.json nests too deeply to be read (deeper than any "
+                "model); the file is damaged or hostile, and kdzoo built nothing from "
+                "it. Save the model again with model.save.") from None
         except (ValueError, zipfile.BadZipFile, OSError):
             return  # the Keras reader reports a broken config
         sized = _sized_layers(config)
@@ -107,6 +122,7 @@ def check_keras_archive(path):
             return
         with weights:
             check_h5_datasets(weights, path, where="model.weights.h5/")
+            check_declared_params(path, config, _stored_values(weights))
             seen = {}
             for cls, name, field, value in sized:
                 index = seen.get(cls, 0)

@@ -647,3 +647,18 @@ def test_npz_keys_that_meet_after_name_normalisation_are_refused(env):
     path = _npz_with(env, "dup.npz", {"params/" + key: env["params"][key] + 1})
     with pytest.raises(CheckpointError, match=rf"{re.escape(path)} has both .*same weight"):
         kdzoo.load(TINY, weights=path)
+
+
+def test_npz_with_a_duplicated_member_is_refused(env):
+    """zipfile (and np.load) would silently use the last copy of a repeated entry."""
+    path = str(env["tmp"] / "twice.npz")
+    np.savez(path, **env["params"])
+    key = "block2/unit01/conv2/kernel"
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, env["params"][key] + 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(key + ".npy", buf.getvalue())
+    with pytest.raises(CheckpointError, match=rf"{re.escape(path)} holds the entry .*twice"):
+        kdzoo.load(TINY, weights=path)
