@@ -92,6 +92,7 @@ def _graft_type(value):
     return key
 
 
+@keras.saving.register_keras_serializable(package="kdzoo")
 class Shampoo(keras.optimizers.Optimizer):
     """Distributed Shampoo with grafting (see the module docstring for the update).
 
