@@ -201,3 +201,88 @@ def test_config_round_trip():
             clone.nesterov, clone.exponent_override) == ("adagrad", 64, 4, False, 4)
     again = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
     assert isinstance(again, Shampoo) and again.get_config() == opt.get_config()
+
+
+# ------------------------------------------------- training runs (subprocess)
+TRAIN_SCRIPT = textwrap.dedent('''
+    import json, os, sys
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from kdzoo.optim import Shampoo
+
+    rng = np.random.RandomState(0)
+    x = rng.randn(256, 8, 8, 3).astype("float32")
+    y = (x[:, :4].mean((1, 2, 3)) > x[:, 4:].mean((1, 2, 3))).astype("int32")
+
+    def model():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(8, 3),
+                                 keras.layers.ReLU(), keras.layers.Flatten(),
+                                 keras.layers.Dense(2)])
+
+    def train(strategy=None, jit=True):
+        with (strategy or tf.distribute.get_strategy()).scope():
+            m = model()
+            m.compile(Shampoo(3e-4, block_size=16, preconditioning_compute_steps=2,
+                              weight_decay=1e-4),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      jit_compile=jit)
+        h = m.fit(x, y, batch_size=32, epochs=4, verbose=0, shuffle=False)
+        return m, [float(v) for v in h.history["loss"]]
+
+    out = {}
+    m, out["default"] = train()
+    out["mirrored_replicas"] = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]).num_replicas_in_sync
+    # XLA cannot compile a step over variables on two devices (TF known issue)
+    _, out["mirrored"] = train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), jit=False)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mb, out["mixed_bfloat16"] = train()
+    out["bf16_compute"] = mb.layers[0].compute_dtype
+    keras.mixed_precision.set_global_policy("float32")
+
+    path = os.path.join(sys.argv[1], "m.keras")
+    m.save(path)
+    loaded = keras.models.load_model(path)
+    out["loaded_type"] = type(loaded.optimizer).__name__
+    out["same_config"] = loaded.optimizer.get_config() == m.optimizer.get_config()
+    out["same_state"] = all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+                            zip(m.optimizer.variables, loaded.optimizer.variables))
+    out["n_state"] = [len(m.optimizer.variables), len(loaded.optimizer.variables)]
+    for mm in (m, loaded):
+        mm.train_on_batch(x[:32], y[:32])
+    out["same_next_step"] = all(np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in
+                                zip(m.get_weights(), loaded.get_weights()))
+    print("RESULT " + json.dumps(out))
+''')
+
+
+@pytest.fixture(scope="module")
+def training(tmp_path_factory):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT,
+                           str(tmp_path_factory.mktemp("shampoo"))],
+                          capture_output=True, text=True, env=env, timeout=900)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["default", "mirrored", "mixed_bfloat16"])
+def test_trains_a_small_model(training, setting):
+    losses = training[setting]
+    assert all(np.isfinite(losses)), losses
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert training["mirrored_replicas"] == 2 and training["bf16_compute"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_save_and_load_a_compiled_model(training):
+    assert training["loaded_type"] == "Shampoo" and training["same_config"]
+    assert training["n_state"][0] == training["n_state"][1] > 10
+    assert training["same_state"] and training["same_next_step"]
