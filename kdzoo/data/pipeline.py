@@ -14,7 +14,9 @@ and for the embedded Fashion-MNIST alike:
 * **shuffling**: deterministic given ``seed``. The order changes every epoch
   (``reshuffle_each_iteration``) but the sequence of epoch orders is the same
   in every run with the same seed. Big sets shuffle the *encoded* records
-  (a 10k buffer of JPEG bytes, ~1 GB for ImageNet) before decoding; cached sets
+  before decoding, with the authors' buffer (:attr:`DatasetSpec.shuffle_buffer`:
+  50k for food101 / sun397, 250k JPEG byte strings for ImageNet, about 27 GB
+  per input pipeline, as in big_vision; ``shuffle_buffer=`` lowers it); cached sets
   shuffle the decoded cache with a buffer as large as the split (a full
   shuffle).
 * **sharding** under ``tf.distribute``: pass the ``tf.distribute.InputContext``
@@ -47,8 +49,6 @@ __all__ = ["DatasetNotFoundError", "load_split", "eval_preprocess", "make_eval_d
            "num_examples", "tfds_builder"]
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Shuffle buffer for streamed (uncached) sets, counted in encoded records.
-STREAM_SHUFFLE_BUFFER = 10_000
 # Upper bound on the shuffle buffer of cached sets (a full shuffle below it).
 MAX_CACHED_SHUFFLE_BUFFER = 100_000
 
@@ -202,7 +202,8 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
         input pipeline's shard (disjoint from the other pipelines').
       cache: cache decoded images in memory; ``None`` follows
         ``spec.cache_in_memory``.
-      shuffle_buffer: override the shuffle buffer size.
+      shuffle_buffer: override the shuffle buffer size (default: the spec's for
+        streamed sets, the whole split for cached ones).
       reshuffle_each_iteration: a new (still seed-determined) order every epoch.
 
     Images keep their stored size (batch them only after cropping/resizing).
@@ -234,7 +235,7 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
             ds = shuffled(ds, max(1, min(MAX_CACHED_SHUFFLE_BUFFER, -(-total // n_pipes))))
     else:
         if shuffle:
-            ds = shuffled(ds, STREAM_SHUFFLE_BUFFER)
+            ds = shuffled(ds, spec.shuffle_buffer)
         if decode is not None:
             ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
     return ds

@@ -36,6 +36,16 @@ split fits in a few GB: flowers102 (~1k train images, ~1 GB decoded), pets
 The big sets (food101, sun397, imagenet2012: 10-150 GB decoded) are never
 cached; they stream from the TFRecords and decode in parallel every epoch.
 ``kdzoo.data.load_split(..., cache=...)`` can override the decision per call.
+
+**Shuffle buffer** (``shuffle_buffer``): the authors' training buffer, in examples
+(big_vision commit 0127fb6): 50,000 for flowers102 / pets
+(``configs/proj/distill/bigsweep_flowers_pet.py`` line 60) and food101 / sun397
+(``bigsweep_food_sun.py`` line 58), 250,000 for imagenet2012 (``bit_i1k.py``
+line 45); their input pipeline shuffles once per epoch before preprocessing
+(``input_pipeline.py`` lines 53-59) over record files read in shuffled order
+(``datasets/tfds.py`` line 46). cifar100 and fashion_mnist are not in that
+paper; theirs cover the whole train split (50,000 / 60,000). ``load_split(shuffle=True)``
+uses it for the streamed sets; the cached ones always shuffle fully.
 """
 
 import dataclasses
@@ -72,6 +82,7 @@ class DatasetSpec:
       manual_download: instructions when TFDS cannot download it itself.
       source: ``"tfds"`` or ``"fashion_mnist"`` (the embedded reader).
       description: one line for humans.
+      shuffle_buffer: the authors' train shuffle buffer in examples (module doc).
     """
 
     name: str
@@ -94,6 +105,7 @@ class DatasetSpec:
     manual_download: str | None = None
     source: str = "tfds"
     description: str = ""
+    shuffle_buffer: int = 50_000
 
     def split(self, role):
         """The split string for ``role`` in ``("train", "minival", "test")``."""
@@ -174,7 +186,7 @@ SPECS = {
             num_classes=1000, input_size=224, eval_resize_small=256,
             cache_in_memory=False, approx_train_size=1255544,
             base_split_sizes={"train": 1281167, "validation": 50000, "test": 100000},
-            manual_download=_IMAGENET_MANUAL,
+            manual_download=_IMAGENET_MANUAL, shuffle_buffer=250_000,
             description="ILSVRC-2012 (manual download), 224 px."),
         DatasetSpec(
             name="cifar100", tfds_name="cifar100", tfds_config=None,
@@ -190,7 +202,7 @@ SPECS = {
             num_classes=10, input_size=28, eval_resize_small=28, channels=1,
             cache_in_memory=True, approx_train_size=55000,
             base_split_sizes={"train": 60000, "test": 10000},
-            source="fashion_mnist",
+            source="fashion_mnist", shuffle_buffer=60_000,
             description="Embedded offline Fashion-MNIST; minival = last 5k of train."),
     ]
 }

@@ -244,6 +244,28 @@ def test_real_records_deterministic_shuffle(fake_data_dir, spec):
     assert a[0] != unshuffled
 
 
+def test_shuffle_buffers_are_the_authors():
+    # big_vision 0127fb6, configs/proj/distill: bigsweep_flowers_pet.py:60 and
+    # bigsweep_food_sun.py:58 set 50_000; bit_i1k.py:45 sets 250_000.
+    authors = {"flowers102": 50_000, "pets": 50_000, "food101": 50_000, "sun397": 50_000,
+               "imagenet2012": 250_000}
+    assert {n: D.get_spec(n).shuffle_buffer for n in authors} == authors
+    for name in set(D.list_datasets()) - set(authors):  # the rest: a full shuffle
+        assert D.get_spec(name).shuffle_buffer >= D.get_spec(name).approx_train_size
+
+
+def test_streamed_shuffle_uses_the_spec_buffer(fake_data_dir):
+    # Same seed, same file order; a buffer of 1 shuffles no examples, the spec's
+    # 10k buffer does: the spec's value, not a module constant, is used.
+    stored = _ids(D.load_split(FAKE_STREAMED, "train", fake_data_dir))
+    one = dataclasses.replace(FAKE_STREAMED, shuffle_buffer=1)
+    full = dataclasses.replace(FAKE_STREAMED, shuffle_buffer=10_000)
+    runs = [_ids(D.load_split(s, "train", fake_data_dir, shuffle=True, seed=0))
+            for s in (one, full)]
+    assert sorted(runs[0]) == sorted(runs[1]) == sorted(stored)
+    assert runs[0] != runs[1]
+
+
 @pytest.mark.parametrize("role,expect_file_sharding", [("train", True), ("minival", False)])
 def test_real_records_sharding_is_disjoint(fake_data_dir, role, expect_file_sharding):
     builder = D.tfds_builder(FAKE, fake_data_dir)
