@@ -17,7 +17,9 @@ so a million-epoch run is a few thousand progress lines, not a million. A
 checkpoint (student + optimizer, never the frozen teacher) is written every
 ``checkpoint_every_steps`` steps or ``checkpoint_every_minutes`` minutes,
 whichever comes first, and at the end. Rerunning the same command after a kill
-resumes from the last checkpoint at exactly the stream position it reached.
+resumes from the last checkpoint at exactly the stream step recorded with it (also
+when ``log_every_steps`` / ``checkpoint_every_steps`` changed, or ``epochs`` grew:
+the remaining steps of the new schedule are trained).
 Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
 """
 
@@ -32,7 +34,8 @@ from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
 from kdzoo.distill.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
 from kdzoo.fit import (Schedule, eval_batches, eval_resize_small, eval_text,  # noqa: F401
-                       fit_resumable, make_schedule, seed_everything, set_precision)
+                       fit_resumable, fit_schedule, make_schedule, seed_everything,
+                       set_precision)
 from kdzoo.precision import resolve_precision
 
 
@@ -137,13 +140,11 @@ def plan(run, num_train_examples=None):
 
 
 def _fit(model, make_train, run, schedule):
-    """fit_resumable over ``schedule``: Keras epoch ``e`` starts at step ``e * interval``."""
-    fit_resumable(model, lambda e: make_train(schedule.step_of(e)), workdir=run.workdir,
-                  epochs=schedule.epochs, steps_per_epoch=schedule.interval,
-                  last_epoch_steps=schedule.last_epoch_steps,
-                  checkpoint_every=schedule.checkpoint_every,
-                  checkpoint_every_minutes=run.checkpoint_every_minutes,
-                  keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+    """fit_schedule over ``schedule``: ``make_train(step)`` streams from global step ``step``,
+    the one recorded with the checkpoint a resume starts from."""
+    fit_schedule(model, make_train, schedule, workdir=run.workdir,
+                 checkpoint_every_minutes=run.checkpoint_every_minutes,
+                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
 
 
 def _summary(run, schedule):
