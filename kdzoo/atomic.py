@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import socket
 import tempfile
 
 TEMP_PREFIX = ".tmp-"  # what a killed writer can leave behind; never a final name
@@ -20,16 +21,18 @@ _FILE_MODE = 0o666 & ~_read_umask()
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix="", prefix=TEMP_PREFIX):
+def atomic_path(path, suffix="", prefix=None):
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     ``suffix`` keeps extensions that writers insist on (e.g. ``".weights.h5"``);
-    ``prefix`` (it must start with ``TEMP_PREFIX``) can name the entry, so the
-    holder of that entry's lock knows which leftovers are its own (see
-    :func:`stale_temp_files`).
+    ``prefix`` (it must start with ``TEMP_PREFIX``) defaults to
+    :func:`entry_prefix` of ``path``: the temp file names the file it becomes, so
+    the holder of that file's lock knows which leftovers are its own (see
+    :func:`remove_stale_temp_files`).
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
+    prefix = entry_prefix(path) if prefix is None else prefix
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; the final file gets the usual mode
@@ -62,7 +65,43 @@ def remove_stale_temp_files(path):
     return stale
 
 
-def write_text(path, text, suffix="", prefix=TEMP_PREFIX):
+def _held_by_this_process(lock_path):
+    """Whether ``lock_path`` names this process as its holder (:mod:`kdzoo.file_lock`
+    writes the holder's pid and host into the file it locks)."""
+    try:
+        with open(lock_path, encoding="utf-8") as f:
+            holder = json.loads(f.read() or "{}")
+    except (OSError, ValueError):
+        return False
+    return holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()
+
+
+@contextlib.contextmanager
+def writer_lock(path, what=None):
+    """Hold ``<path>.lock`` while writing ``path``; first delete a killed writer's temp files.
+
+    A caller that holds the lock already (the recipes' grid, around the teacher cache)
+    keeps it. Leftovers (``.tmp-<name>-*``) are deleted only when no other live process
+    holds the lock: every writer holds it, so they are a dead writer's. When another
+    process holds it (a writer not waiting for it), nothing is deleted.
+    """
+    from kdzoo.errors import WorkdirInUseError
+    from kdzoo.file_lock import FileLock
+    lock = FileLock(f"{path}.lock", what=what or f"{path}")
+    try:
+        lock.acquire()
+    except WorkdirInUseError:
+        lock = None
+    if lock is not None or _held_by_this_process(f"{path}.lock"):
+        remove_stale_temp_files(path)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def write_text(path, text, suffix="", prefix=None):
     """A text file, fsynced and renamed into place."""
     with atomic_path(path, suffix, prefix) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -76,7 +115,7 @@ def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n", ".json")
 
 
-def save_weights(model, path, prefix=TEMP_PREFIX):
+def save_weights(model, path, prefix=None):
     """``model.save_weights(path)`` (model and, if built, optimizer state), atomically."""
     with atomic_path(path, ".weights.h5", prefix) as tmp:
         model.save_weights(tmp, overwrite=True)

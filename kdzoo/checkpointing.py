@@ -2,23 +2,27 @@
 
 A checkpoint is ``ckpt-EEEEEE.weights.h5`` (``E`` = Keras epochs completed, each
 epoch being one logging / checkpoint interval of the runner) plus ``state.json``
-naming the newest complete one (``{"epoch", "step", "weights"}``).
+naming the newest complete one (``{"epoch", "step", "weights", "sha256"}``) and
+recording, under ``"checkpoints"``, the stream step and sha256 of every kept file.
 
 What a checkpoint holds: the trained model's variables and the optimizer state,
 never a frozen teacher (a distiller's ``teachers`` and its metric trackers are
 skipped): the teacher is rebuilt from its model card or file on resume, so a
 checkpoint of BiT-R152x2 -> R50x1 costs the student and its two Adam slots, not
-another 236M parameters. The train stream's position is the step count, which
-the runner derives from the epoch (:mod:`kdzoo.distill.stream` reproduces any step).
+another 236M parameters. The train stream's position is the ``step`` recorded with
+each checkpoint (:mod:`kdzoo.distill.stream` reproduces any step): a resume starts
+there, never at a step recomputed from the epoch (the interval may have changed).
 
 Atomicity: weights then ``state.json`` are written to temporary files and
 renamed, so a kill at any moment leaves ``state.json`` naming a complete file;
 the previous checkpoints (the last ``keep``) stay until a newer one is complete.
-Damage done afterwards (an emptied ``state.json``, a truncated file) is survived
-by :func:`restore`: it warns, naming the file, and falls back to the newest
-checkpoint that loads.
+Damage done afterwards (an emptied ``state.json``, a truncated file, flipped bytes:
+the file's sha256 no longer matches its record) is survived by :func:`restore`: it
+warns, naming the file, and falls back to the newest checkpoint that loads.
+Checkpoints of older kdzoo (no recorded sha256) load unchecked.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -83,10 +87,23 @@ def skipped_objects(model):
     return teachers + list(model.metrics) if teachers else []
 
 
+def file_sha256(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_checkpoint(model, path):
-    """Model (minus :func:`skipped_objects`) + optimizer variables to ``path``, atomically."""
+    """Model (minus :func:`skipped_objects`) + optimizer variables to ``path``, atomically.
+
+    Returns the file's sha256, hashed before the rename (so it is of what was written).
+    """
     with atomic_path(path, ".weights.h5") as tmp:
         saving_lib.save_weights_only(model, tmp, objects_to_skip=skipped_objects(model) or None)
+        digest = file_sha256(tmp)
+    return digest
 
 
 def load_checkpoint(model, path):
@@ -131,7 +148,8 @@ def remove_partial_writes(directory):
 
 
 def _candidates(directory):
-    """Checkpoint files to try, best first: the one ``state.json`` names, then older ones."""
+    """``(files to try, best first, {file: record})``: the one ``state.json`` names, then
+    older ones; the records (step, sha256) are those ``state.json`` keeps, if readable."""
     files = checkpoint_files(directory)
     try:
         state = read_state(directory)
@@ -140,39 +158,81 @@ def _candidates(directory):
         warnings.warn(f"{e} Falling back to the newest checkpoint file"
                       + (f" ({older})." if older else ": there is none, starting afresh."),
                       RuntimeWarning, stacklevel=3)
-        return files
+        return files, {}
     if state is None:
-        return []
+        return [], {}
+    records = state.get("checkpoints")
+    records = dict(records) if isinstance(records, dict) else {}
+    newest = {k: state[k] for k in ("step", "sha256") if k in state}
+    records[state["weights"]] = dict(records.get(state["weights"]) or {}, **newest)
     # A complete file newer than state.json (killed between the two renames) is not
     # trusted: state.json is the commit point. Older files are the fallbacks.
     return [(state["epoch"], state["weights"])] + [(e, f) for e, f in files
-                                                   if e < state["epoch"]]
+                                                   if e < state["epoch"]], records
 
 
-def restore(model, directory):
-    """Load the newest loadable checkpoint into ``model``; returns its epoch (0 if none).
+def _check_sha256(path, record):
+    """Raise CheckpointError when ``path`` differs from the sha256 recorded for it (if any)."""
+    expected = record.get("sha256") if isinstance(record, dict) else None
+    if expected and file_sha256(path) != expected:
+        raise CheckpointError(f"its sha256 differs from the one recorded in {STATE_FILE} "
+                              "(the file was altered or damaged after it was written)")
 
+
+def _step_of(model, record):
+    """The stream step of a loaded checkpoint: its record, else the optimizer's count.
+
+    Older kdzoo recorded only the newest file's step (= ``optimizer.iterations``); the
+    optimizer's restored iteration count is the same number for the older files.
+    """
+    step = record.get("step") if isinstance(record, dict) else None
+    if step is not None:
+        return int(step)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and optimizer.built:
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+    return None
+
+
+def restore_state(model, directory):
+    """Load the newest loadable checkpoint into ``model``: ``{"epoch", "step", "weights"}``.
+
+    ``None`` when there is none. ``step`` is the stream step recorded with that
+    checkpoint (None only for a model without optimizer whose record has none).
     A checkpoint a kill interrupted is a temporary file (removed here) or a complete
-    file ``state.json`` does not name yet (ignored). A damaged ``state.json`` or a
-    checkpoint that fails to load is skipped with a warning naming the file.
+    file ``state.json`` does not name yet (ignored). A damaged ``state.json``, or a
+    checkpoint that fails its recorded sha256 or fails to load, is skipped with a
+    warning naming the file; the previous checkpoint is tried next.
     """
     remove_partial_writes(directory)
-    candidates = _candidates(directory)
+    candidates, records = _candidates(directory)
     for i, (epoch, name) in enumerate(candidates):
         path = os.path.join(directory, name)
         try:
+            _check_sha256(path, records.get(name))
             load_checkpoint(model, path)
-            return int(epoch)
+            return {"epoch": int(epoch), "step": _step_of(model, records.get(name)),
+                    "weights": name}
         except Exception as e:  # noqa: BLE001  (h5py OSError, Keras ValueError, ...)
             nxt = candidates[i + 1][1] if i + 1 < len(candidates) else None
-            warnings.warn(f"Checkpoint {path} does not load ({type(e).__name__}: {e}); "
+            why = str(e) if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
+            warnings.warn(f"Checkpoint {path} does not load ({why}); "
                           + (f"falling back to {nxt}." if nxt else "no older one is left."),
                           RuntimeWarning, stacklevel=2)
     if candidates:
         raise CheckpointError(
             f"No checkpoint in {directory} loads (tried {', '.join(n for _, n in candidates)}). "
             "Delete the directory to start afresh.")
-    return 0
+    return None
+
+
+def restore(model, directory):
+    """Load the newest loadable checkpoint into ``model``; returns its epoch (0 if none).
+
+    See :func:`restore_state` (which also returns the checkpoint's stream step).
+    """
+    state = restore_state(model, directory)
+    return 0 if state is None else state["epoch"]
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
@@ -182,14 +242,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     ``every_minutes`` of wall time (checked at epoch ends), so a preemption loses
     at most about that much work. The final epoch is always saved. The last
     ``keep`` checkpoints are kept.
+
+    ``step_of(epochs_completed)``: the train stream's step at the end of that Keras
+    epoch, recorded with the checkpoint (a resume starts there). Without it the
+    optimizer's iteration count is recorded.
     """
 
-    def __init__(self, directory, every=1, keep=2, every_minutes=None):
+    def __init__(self, directory, every=1, keep=2, every_minutes=None, step_of=None):
         super().__init__()
         self.directory = directory
         self.every = max(1, int(every))
         self.keep = max(1, int(keep))
         self.every_minutes = every_minutes
+        self.step_of = step_of
         self._last_save = time.monotonic()
         self._last_epoch = None
 
@@ -216,15 +281,39 @@ class ResumableCheckpoint(keras.callbacks.Callback):
                 f"last good checkpoint in {self.directory}.")
         os.makedirs(self.directory, exist_ok=True)
         name = checkpoint_name(epoch)
-        save_checkpoint(self.model, os.path.join(self.directory, name))
-        state = {"epoch": int(epoch), "weights": name}
-        optimizer = getattr(self.model, "optimizer", None)
-        if optimizer is not None and optimizer.built:
-            state["step"] = int(keras.ops.convert_to_numpy(optimizer.iterations))
-        write_json(os.path.join(self.directory, STATE_FILE), state)
+        digest = save_checkpoint(self.model, os.path.join(self.directory, name))
+        state = {"epoch": int(epoch), "weights": name, "sha256": digest}
+        step = self._step(epoch)
+        if step is not None:
+            state["step"] = step
+        kept = [f for _, f in checkpoint_files(self.directory)[:self.keep]]
+        records = _kept_records(self.directory, kept)
+        records[name] = {k: state[k] for k in ("epoch", "step", "sha256") if k in state}
+        write_json(os.path.join(self.directory, STATE_FILE), dict(state, checkpoints=records))
         self._last_save, self._last_epoch = time.monotonic(), epoch
         for _, stale in checkpoint_files(self.directory)[self.keep:]:
             os.remove(os.path.join(self.directory, stale))
+
+    def _step(self, epoch):
+        if self.step_of is not None:
+            return int(self.step_of(epoch))
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            return int(keras.ops.convert_to_numpy(optimizer.iterations))
+        return None
+
+
+def _kept_records(directory, kept):
+    """The records ``state.json`` holds for the files in ``kept`` (none if unreadable)."""
+    try:
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+        records = dict(state.get("checkpoints") or {})
+        records.setdefault(state["weights"], {k: state[k] for k in ("epoch", "step", "sha256")
+                                              if k in state})  # older kdzoo: newest only
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return {}
+    return {k: v for k, v in records.items() if k in kept}
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

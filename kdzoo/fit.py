@@ -11,13 +11,13 @@ import os
 
 import keras
 
-from kdzoo import checkpointing
+from kdzoo import atomic, checkpointing
 from kdzoo.distribute import worker_subdir
 from kdzoo.distill.stream import total_steps
 from kdzoo.precision import resolve_precision
 
-__all__ = ["seed_everything", "set_precision", "fit_resumable", "Schedule", "make_schedule",
-           "eval_text", "eval_resize_small", "eval_batches"]
+__all__ = ["seed_everything", "set_precision", "fit_resumable", "fit_schedule", "Schedule",
+           "make_schedule", "eval_text", "eval_resize_small", "eval_batches"]
 
 
 def seed_everything(seed, deterministic=False):
@@ -51,34 +51,99 @@ def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
     ``checkpoint_every_minutes``, whichever first, and after the last epoch; the
     last ``keep_checkpoints`` are kept. ``last_epoch_steps``: the final epoch runs
     only this many steps (a schedule that is not a whole number of intervals).
-    Returns the number of epochs trained now.
+    Resumes at the checkpoint's epoch, so keep ``steps_per_epoch`` across resumes;
+    :func:`fit_schedule` resumes at the exact step instead. Returns the number of
+    epochs trained now.
     """
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    initial_epoch = checkpointing.restore(model, ckpt_dir)
+    state = checkpointing.restore_state(model, os.path.join(workdir, "checkpoints"))
+    initial_epoch = 0 if state is None else state["epoch"]
     if initial_epoch >= epochs:
         return 0
+    short = last_epoch_steps is not None and steps_per_epoch and last_epoch_steps < steps_per_epoch
+    legs = [(epochs - 1, steps_per_epoch), (epochs, last_epoch_steps)] if short else \
+        [(epochs, steps_per_epoch)]
+    end_step = None if not steps_per_epoch else \
+        (epochs - 1) * steps_per_epoch + (last_epoch_steps or steps_per_epoch)
+    step_of = None if end_step is None else (lambda e: min(e * steps_per_epoch, end_step))
+    _fit_legs(model, make_train, legs, initial_epoch, workdir, validation_data, callbacks,
+              verbose, step_of, every=checkpoint_every, keep=keep_checkpoints,
+              every_minutes=checkpoint_every_minutes)
+    return epochs - initial_epoch
+
+
+def fit_schedule(model, make_train, schedule, *, workdir, validation_data=None, callbacks=(),
+                 verbose="auto", checkpoint_every_minutes=None, keep_checkpoints=2):
+    """Resumable ``fit`` over a :class:`Schedule`; ``make_train(step)`` streams from ``step``.
+
+    A resume starts at the stream step recorded with the checkpoint, never at one
+    recomputed from its Keras epoch: the interval (``log_every_steps``, capped by the
+    schedule's length) may differ from the run that wrote it, and ``epochs`` may have
+    grown. The remaining ``total_steps - step`` steps are trained exactly, in Keras
+    epochs of ``schedule.interval`` steps counted on from the checkpoint's epoch (the
+    last one shorter), so checkpoint numbers keep rising. Returns the steps trained now.
+    """
+    state = checkpointing.restore_state(model, os.path.join(workdir, "checkpoints"))
+    epoch0, step0 = (0, 0) if state is None else (state["epoch"], state["step"])
+    if step0 is None:  # a model without optimizer and a record without step: the old rule
+        step0 = schedule.step_of(epoch0)
+    total, interval = schedule.total_steps, schedule.interval
+    if step0 >= total:
+        return 0
+    windows = -(-(total - step0) // interval)
+    last = total - step0 - (windows - 1) * interval
+    legs = [(epoch0 + windows - 1, interval), (epoch0 + windows, last)] if last < interval \
+        else [(epoch0 + windows, interval)]
+
+    def step_of(epoch):  # the stream step at the start of Keras epoch ``epoch``
+        return min(step0 + (epoch - epoch0) * interval, total)
+
+    _fit_legs(model, lambda e: make_train(step_of(e)), legs, epoch0, workdir, validation_data,
+              callbacks, verbose, step_of, every=schedule.checkpoint_every,
+              keep=keep_checkpoints, every_minutes=checkpoint_every_minutes)
+    return total - step0
+
+
+def _fit_legs(model, make_train, legs, start, workdir, validation_data, callbacks, verbose,
+              step_of, **checkpoint):
+    """``model.fit`` per ``(end epoch, steps per epoch)`` leg, from Keras epoch ``start``."""
     # Every worker of a multi-worker run restores the chief's checkpoint; only the
     # chief writes into workdir, the others into workdir/worker-<i> (never read back).
     own = os.path.join(workdir, worker_subdir() or "")
     os.makedirs(own, exist_ok=True)
+    history = os.path.join(own, "history.csv")
+    trim_history(history, start)
+    # The CSV row of an epoch is written before its checkpoint: a kill between the two
+    # leaves an extra row (trimmed on resume), never a missing one.
     all_callbacks = [checkpointing.StopOnNonFiniteLoss(),
+                     keras.callbacks.CSVLogger(history, append=True),
                      checkpointing.ResumableCheckpoint(
-                         os.path.join(own, "checkpoints"), every=checkpoint_every,
-                         keep=keep_checkpoints, every_minutes=checkpoint_every_minutes),
+                         os.path.join(own, "checkpoints"), step_of=step_of, **checkpoint),
                      keras.callbacks.TensorBoard(os.path.join(own, "logs")),
-                     keras.callbacks.CSVLogger(os.path.join(own, "history.csv"), append=True),
                      *callbacks]
-    short = last_epoch_steps is not None and steps_per_epoch and last_epoch_steps < steps_per_epoch
-    legs = [(epochs - 1, steps_per_epoch), (epochs, last_epoch_steps)] if short else \
-        [(epochs, steps_per_epoch)]
-    start = initial_epoch
     for end, steps in legs:
         if start >= end:
             continue
         model.fit(make_train(start), epochs=end, initial_epoch=start, steps_per_epoch=steps,
                   validation_data=validation_data, callbacks=all_callbacks, verbose=verbose)
         start = end
-    return epochs - initial_epoch
+
+
+def trim_history(path, epochs_done):
+    """Keep the rows of ``history.csv`` for Keras epochs ``< epochs_done`` (and the header).
+
+    A resume retrains from the checkpoint's epoch, whose rows (and any half-written
+    line a kill left) are dropped first, so every epoch has exactly one row.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8", newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    header = lines[:1] if lines and lines[0].endswith("\n") else []
+    kept = header + [line for line in lines[1:] if line.endswith("\n")
+                        and line.split(",", 1)[0].strip().isdigit()
+                        and int(line.split(",", 1)[0]) < int(epochs_done)]
+    if kept != lines:
+        atomic.write_text(path, "".join(kept), ".csv")
 
 
 @dataclasses.dataclass(frozen=True)

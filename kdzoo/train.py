@@ -17,7 +17,9 @@ so a million-epoch run is a few thousand progress lines, not a million. A
 checkpoint (student + optimizer, never the frozen teacher) is written every
 ``checkpoint_every_steps`` steps or ``checkpoint_every_minutes`` minutes,
 whichever comes first, and at the end. Rerunning the same command after a kill
-resumes from the last checkpoint at exactly the stream position it reached.
+resumes from the last checkpoint at exactly the stream step recorded with it (also
+when ``log_every_steps`` / ``checkpoint_every_steps`` changed, or ``epochs`` grew:
+the remaining steps of the new schedule are trained).
 Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
 """
 
@@ -32,7 +34,8 @@ from kdzoo.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
 from kdzoo.distill.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
 from kdzoo.fit import (Schedule, eval_batches, eval_resize_small, eval_text,  # noqa: F401
-                       fit_resumable, make_schedule, seed_everything, set_precision)
+                       fit_resumable, fit_schedule, make_schedule, seed_everything,
+                       set_precision)
 from kdzoo.precision import resolve_precision
 
 
@@ -143,13 +146,41 @@ def plan(run, num_train_examples=None):
 
 
 def _fit(model, make_train, run, schedule):
-    """fit_resumable over ``schedule``: Keras epoch ``e`` starts at step ``e * interval``."""
-    fit_resumable(model, lambda e: make_train(schedule.step_of(e)), workdir=run.workdir,
-                  epochs=schedule.epochs, steps_per_epoch=schedule.interval,
-                  last_epoch_steps=schedule.last_epoch_steps,
-                  checkpoint_every=schedule.checkpoint_every,
-                  checkpoint_every_minutes=run.checkpoint_every_minutes,
-                  keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+    """fit_schedule over ``schedule``: ``make_train(step)`` streams from global step ``step``,
+    the one recorded with the checkpoint a resume starts from."""
+    fit_schedule(model, make_train, schedule, workdir=run.workdir,
+                 checkpoint_every_minutes=run.checkpoint_every_minutes,
+                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+
+
+def _settings(run, precision, teachers=()):
+    """``(settings, defaults)`` for :func:`kdzoo.run_dir.claim`: the run's fields plus what
+    its fields do not pin down: the *resolved* dtype policy (``"auto"`` differs between
+    machines) and the sha256 of each teacher's weights (a callable may load any file).
+
+    A record of older kdzoo lacks these keys: they are unknown there, not different
+    (as defaults, their values now match), so such a run still resumes and records them.
+    """
+    from kdzoo.distill.fingerprint import weights_fingerprint
+    extra = {"precision": precision}
+    if teachers:
+        extra["teacher_weights_sha256"] = [weights_fingerprint(t) for t in teachers]
+    return dict(run_dir.settings_of(run), **extra), dict(run_dir.defaults_of(run), **extra)
+
+
+EXPORTS = ("student.keras", "model.keras", "metrics.json", "history.csv")
+
+
+def _remove_stale_exports(run):
+    """Delete the temp files a killed export left in the run's own directory.
+
+    Only ours, by name (``.tmp-<export>-*``), and only under the run lock just claimed:
+    every writer of these files holds it, so any such file belongs to a dead process.
+    """
+    from kdzoo.atomic import remove_stale_temp_files
+    own = os.path.join(run.workdir, worker_subdir() or "")
+    for name in EXPORTS:
+        remove_stale_temp_files(os.path.join(own, name))
 
 
 def _summary(run, schedule):
@@ -187,15 +218,23 @@ def write_teacher_cache(run, path, top_k=None, dtype="float16"):
     so a grid writes this once and gives its points ``teacher_cache=path``.
     Returns the opened :class:`kdzoo.distill.teacher_cache.TeacherCache`.
     """
+    from kdzoo.atomic import writer_lock
+    set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
+    # A killed write leaves a partial cache (up to the whole size) as .tmp-<name>-*: it
+    # is removed first, under the cache's lock, so it does not count against free space.
+    with writer_lock(path, what=f"The teacher cache {path}"):
+        return _write_cache(run, path, top_k, dtype, schedule, distiller, images, n)
+
+
+def _write_cache(run, path, top_k, dtype, schedule, distiller, images, n):
     import shutil
 
     import numpy as np
 
     from kdzoo.distill.cache_writer import cache_teacher
     from kdzoo.errors import RecipeError
-    set_precision(run.mixed_precision)
-    seed_everything(run.seed, run.deterministic)
-    _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
     steps_per_epoch = n // run.batch_size
     epochs = -(-schedule.total_steps // steps_per_epoch)
     # Paper scale: 2M steps x 512 views x 102 classes of float16 is 209 GB; say so first.
@@ -217,16 +256,18 @@ def run_funmatch(run):
     """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
     from kdzoo.data import load_split
 
-    set_precision(run.mixed_precision)
+    precision = set_precision(run.mixed_precision)
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
     spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
     # One workdir = one run: lock it for the run's life, record / compare its settings
-    # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
-    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
-                                 overwrite=run.overwrite, worker=worker_subdir(),
-                                 defaults=run_dir.defaults_of(run))
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed;
+    # with the teachers' weights, so the models are built first).
+    settings, defaults = _settings(run, precision, distiller.teachers)
+    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
+                                 worker=worker_subdir(), defaults=defaults)
+    _remove_stale_exports(run)
     cache = run.teacher_cache and distiller.use_teacher_cache(run.teacher_cache)
     min_side = max(distiller.image_size, run.teacher_image_size or 0)
     resize_small = eval_resize_small(spec, distiller.image_size)
@@ -293,7 +334,7 @@ def run_supervised(run):
         raise ValueError(f"method must be one of {METHODS}, got {run.method!r}.")
     spec = get_spec(run.dataset)
     size = run.image_size or spec.input_size
-    set_precision(run.mixed_precision)
+    precision = set_precision(run.mixed_precision)
     seed_everything(run.seed, run.deterministic)
     strategy = get_strategy(run.strategy)
     split_batch(run.batch_size, strategy)
@@ -301,9 +342,10 @@ def run_supervised(run):
     schedule, _ = plan(run, n_train)
     # One workdir = one run: lock it for the run's life, record / compare its settings
     # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
-    workdir_lock = run_dir.claim(run.workdir, run_dir.settings_of(run),
-                                 overwrite=run.overwrite, worker=worker_subdir(),
-                                 defaults=run_dir.defaults_of(run))
+    settings, defaults = _settings(run, precision)
+    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
+                                 worker=worker_subdir(), defaults=defaults)
+    _remove_stale_exports(run)
     steps = schedule.total_steps
     with strategy.scope():
         network = run.model()

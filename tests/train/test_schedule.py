@@ -151,6 +151,38 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_with_a_warning(t
     np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.full((2, 1), 1.0))
 
 
+def _flip_a_kernel_byte(path):
+    """Flip one bit of the stored kernel's data (not of HDF5's own metadata)."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        offset = f["layers/dense/vars/0"].id.get_offset()
+    with open(path, "r+b") as f:
+        f.seek(offset + 2)
+        byte = f.read(1)
+        f.seek(offset + 2)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def test_flipped_bytes_in_the_newest_checkpoint_fall_back_to_the_previous(tmp_path):
+    fresh = _two_checkpoints(tmp_path)
+    _flip_a_kernel_byte(tmp_path / "ckpt-000002.weights.h5")
+    with pytest.warns(RuntimeWarning, match=r"ckpt-000002\.weights\.h5.*sha256.*falling back "
+                                            r"to ckpt-000001"):
+        assert checkpointing.restore(fresh, str(tmp_path)) == 1
+    np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.full((2, 1), 1.0))
+
+
+def test_checkpoints_of_older_kdzoo_without_a_recorded_sha256_still_load(tmp_path):
+    fresh = _two_checkpoints(tmp_path)
+    # What kdzoo wrote before sha256s were recorded: the newest file's name and step only.
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"epoch": 2, "step": 0, "weights": "ckpt-000002.weights.h5"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert checkpointing.restore(fresh, str(tmp_path)) == 2
+    np.testing.assert_array_equal(fresh.layers[0].kernel.numpy(), np.full((2, 1), 2.0))
+
+
 @pytest.mark.parametrize("damage", ["", "{not json", '{"epoch": 2}'])
 def test_damaged_state_json_falls_back_to_the_newest_file_with_a_warning(tmp_path, damage):
     fresh = _two_checkpoints(tmp_path)
