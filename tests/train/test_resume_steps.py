@@ -1,5 +1,6 @@
 """Resume at the checkpoint's recorded stream step, whatever the new interval (issue item 2),
-and one history.csv row per Keras epoch after a kill (item 10).
+one history.csv row per Keras epoch after a kill, and a killed writer's temp files
+removed on the next start (item 10).
 
 The runner's fit (``kdzoo.train._fit``) is driven with a tiny model whose train step
 counts the stream positions it is fed (each batch carries its position as its input),
@@ -8,6 +9,11 @@ iteration count, across a "kill" (an exception out of ``fit``) and a resume.
 """
 
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
 import types
 
 import keras
@@ -125,3 +131,89 @@ def test_history_has_one_row_per_epoch_after_a_kill_past_the_last_checkpoint(tmp
     # Epoch 2 was trained twice (its first run was lost with the kill), its row kept once.
     np.testing.assert_array_equal(seen.numpy()[:5], [1, 1, 2, 1, 0])
     assert _history_epochs(tmp_path) == [0, 1, 2, 3]
+
+
+# ------------------------------------------------------------ leftovers -------
+ATOMIC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "kdzoo", "atomic.py")
+# A writer killed inside kdzoo.atomic.atomic_path (loaded alone: no TensorFlow import).
+KILLED_WRITER = r"""
+import importlib.util, os, signal, sys
+spec = importlib.util.spec_from_file_location("atomic", sys.argv[1])
+atomic = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(atomic)
+with atomic.atomic_path(sys.argv[2], ".tcache") as tmp:
+    with open(tmp, "wb") as f:
+        f.write(b"partial" * 1000)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+# Holds a flock on argv[1] as kdzoo.file_lock does (its pid and host inside), until killed.
+LIVE_HOLDER = r"""
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def _killed_write(path):
+    """What a writer of ``path`` killed mid-write leaves: its temp file's name."""
+    before = set(os.listdir(os.path.dirname(path)))
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, ATOMIC, str(path)])
+    assert done.returncode == -signal.SIGKILL
+    (left,) = set(os.listdir(os.path.dirname(path))) - before
+    return left
+
+
+def _planted(tmp_path):
+    """A dead writer's partial cache, plus temp files that are not that entry's."""
+    cache = tmp_path / "teacher.tcache"
+    left = _killed_write(cache)
+    for other in (".tmp-other.tcache-abc.tcache", ".tmp-mine"):  # not this entry's
+        (tmp_path / other).write_text("keep")
+    return cache, left
+
+
+def test_writer_lock_removes_a_dead_writers_temp_file_only(tmp_path):
+    from kdzoo.atomic import writer_lock
+    cache, left = _planted(tmp_path)
+    with writer_lock(str(cache)):
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")) == [
+            ".tmp-mine", ".tmp-other.tcache-abc.tcache"], left
+        with writer_lock(str(cache)):  # our caller holds it already (the recipes' grid)
+            pass
+
+
+def test_writer_lock_leaves_the_temp_files_of_a_live_writer(tmp_path):
+    from kdzoo.atomic import writer_lock
+    cache, left = _planted(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", LIVE_HOLDER, f"{cache}.lock"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with writer_lock(str(cache)):
+            assert (tmp_path / left).exists()  # it may be that live writer's file
+    finally:
+        holder.kill()
+        holder.wait()
+    assert json.loads((tmp_path / "teacher.tcache.lock").read_text() or "{}").get("pid") \
+        == holder.pid  # not taken over while it was alive
+
+
+@pytest.mark.slow
+def test_write_teacher_cache_removes_a_killed_writes_partial_cache(tmp_path):
+    import tensorflow_datasets as tfds
+
+    from kdzoo.models.bit import tiny_bit
+    from kdzoo.train import FunMatchRun, write_teacher_cache
+    cache, left = _planted(tmp_path)
+    model = (lambda: tiny_bit(37, (32, 32, 3)))
+    run = FunMatchRun(dataset="pets", teacher=model, student=model, workdir=str(tmp_path),
+                      epochs=1, batch_size=8, image_size=32, num_train_examples=16, seed=3)
+    with tfds.testing.mock_data(num_examples=16):
+        written = write_teacher_cache(run, str(cache))
+    assert written.epochs == (0, 1)  # 16 images at batch 8, 1 epoch: the whole schedule
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert left not in names and ".tmp-mine" in names and ".tmp-other.tcache-abc.tcache" in names
