@@ -39,6 +39,10 @@ def atomic_path(path, suffix="", prefix=None):
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is None:  # e.g. ENOSPC from write/fsync: say which file it was
+            raise OSError(e.errno, e.strerror, path) from e
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

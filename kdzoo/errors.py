@@ -1,5 +1,7 @@
 """Exceptions that tell the user what went wrong and what to do about it."""
 
+import errno
+
 
 class CheckpointError(ValueError):
     """A weight file is missing keys, has wrong shapes, is truncated, corrupt or unsafe."""
@@ -41,3 +43,28 @@ class DatasetNotFoundError(FileNotFoundError):
 # Errors whose message tells the user what to change: recipes print them without a traceback.
 FIXABLE = (CheckpointError, SettingsMismatchError, WorkdirInUseError, RecipeError,
            ModelCardError)
+
+
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on device at {path}", "free space there, or pass a "
+                   "--workdir on a disk with room; rerun the same command to resume"),
+    errno.EDQUOT: ("disk quota exceeded at {path}", "free space there, or pass a --workdir "
+                   "on a disk with room; rerun the same command to resume"),
+    errno.EROFS: ("{path} is on a read-only file system", "pass a writable --workdir"),
+    errno.EACCES: ("permission denied writing {path}", "pass a --workdir you can write to"),
+    errno.EPERM: ("permission denied writing {path}", "pass a --workdir you can write to"),
+}
+
+
+def os_error_message(error):
+    """A one-line message for an ``OSError`` a user fixes on their side, else ``None``.
+
+    Disk full, quota, read-only file system and permissions: the message names the
+    path and what to do (recipes print it and exit 2 instead of a traceback).
+    """
+    known = _OS_ERRORS.get(getattr(error, "errno", None))
+    if known is None:
+        return None
+    what, todo = known
+    path = error.filename if error.filename is not None else "(path not reported)"
+    return f"{what.format(path=path)}: {todo}."

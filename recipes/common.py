@@ -92,7 +92,7 @@ def guarded(main):
     """``main`` with the errors a user can fix turned into :func:`fail` messages."""
     def run(argv):
         from kdzoo.data import DatasetNotFoundError
-        from kdzoo.errors import DownloadError, FIXABLE
+        from kdzoo.errors import DownloadError, FIXABLE, os_error_message
         try:
             return main(argv)
         except DatasetNotFoundError as e:
@@ -102,6 +102,11 @@ def guarded(main):
                  "(the student: --student_init=/path/to/FILE).")
         except FIXABLE as e:
             fail(str(e))
+        except OSError as e:  # disk full, read-only or unwritable workdir: no traceback
+            message = os_error_message(e)
+            if message is None:
+                raise
+            fail(message)
     return run
 
 
