@@ -68,3 +68,17 @@ def os_error_message(error):
     what, todo = known
     path = error.filename if error.filename is not None else "(path not reported)"
     return f"{what.format(path=path)}: {todo}."
+
+
+def user_message(error):
+    """What a recipe prints (then exits 2) for an error the user can fix, else ``None``."""
+    if isinstance(error, DatasetNotFoundError):
+        return f"{error}\nOr pass --data_dir=DIR where it is already prepared."
+    if isinstance(error, DownloadError):
+        return (f"{error}\nIn a recipe, pass the downloaded file with --teacher=/path/to/FILE "
+                "(the student: --student_init=/path/to/FILE).")
+    if isinstance(error, FIXABLE):
+        return str(error)
+    if isinstance(error, OSError):
+        return os_error_message(error)
+    return None

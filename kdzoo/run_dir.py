@@ -55,6 +55,10 @@ NEUTRAL = frozenset({"epochs", "verbose", "data_dir", "eval_batch_size", "log_ev
 MARKER = "kdzoo_run"
 RECORD_FORMAT = 2
 IGNORED = frozenset({"workdir", "overwrite", "reruns", MARKER})
+# Recorded by the runner beside a run's fields (kdzoo.train._settings): the resolved
+# dtype policy and the teachers' weights digests. A resume (claim) compares them; a
+# reader that has only the fields (check_record from a study) cannot, and skips them.
+DERIVED = frozenset({"precision", "teacher_weights_sha256"})
 # What a run (or a grid / study around it) writes in its directory: all --overwrite deletes.
 RUN_ENTRIES = frozenset({CONFIG_FILE, GRID_FILE, "metrics.json", "history.csv", "state.json",
                          "checkpoints", "logs", "student.keras", "model.keras",
@@ -236,7 +240,8 @@ def check_record(workdir, settings, defaults=None):
     """Raise :class:`SettingsMismatchError` unless ``workdir/config.json`` records ``settings``.
 
     Read only (no lock, nothing written): how a study tells that a finished run is
-    the one it would run now before reusing its results. Neutral keys may differ.
+    the one it would run now before reusing its results. Neutral keys may differ;
+    :data:`DERIVED` keys are compared only when ``settings`` holds them.
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
@@ -244,7 +249,8 @@ def check_record(workdir, settings, defaults=None):
             f"{workdir} holds results but no {CONFIG_FILE}, so kdzoo cannot tell which "
             "settings produced them. Use a new --workdir, or delete that directory yourself.")
     recorded = _read_record(path)
-    diffs = _differences(recorded, json.loads(json.dumps(settings)), NEUTRAL, defaults)
+    skip = NEUTRAL | (DERIVED - set(settings))
+    diffs = _differences(recorded, json.loads(json.dumps(settings)), skip, defaults)
     if diffs:
         raise _mismatch(workdir, path, diffs)
     return recorded

@@ -91,19 +91,11 @@ def fail(message):
 def guarded(main):
     """``main`` with the errors a user can fix turned into :func:`fail` messages."""
     def run(argv):
-        from kdzoo.data import DatasetNotFoundError
-        from kdzoo.errors import DownloadError, FIXABLE, os_error_message
+        from kdzoo.errors import user_message
         try:
             return main(argv)
-        except DatasetNotFoundError as e:
-            fail(f"{e}\nOr pass --data_dir=DIR where it is already prepared.")
-        except DownloadError as e:
-            fail(f"{e}\nIn a recipe, pass the downloaded file with --teacher=/path/to/FILE "
-                 "(the student: --student_init=/path/to/FILE).")
-        except FIXABLE as e:
-            fail(str(e))
-        except OSError as e:  # disk full, read-only or unwritable workdir: no traceback
-            message = os_error_message(e)
+        except Exception as e:  # noqa: BLE001  (re-raised unless the user can fix it)
+            message = user_message(e)
             if message is None:
                 raise
             fail(message)
