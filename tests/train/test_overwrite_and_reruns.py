@@ -98,9 +98,12 @@ def _supervised(workdir, **changes):
 
 
 def _finish(run):
-    """A finished run as run_supervised leaves it: its record, then its metrics."""
-    run_dir.claim(run.workdir, run_dir.settings_of(run),
-                  defaults=run_dir.defaults_of(run)).release()
+    """A finished run as run_supervised leaves it: its record (with the runner's derived
+    keys, e.g. the resolved precision), then its metrics."""
+    from kdzoo.train import _settings
+    settings, defaults = _settings(run, "float32")
+    assert "precision" in settings
+    run_dir.claim(run.workdir, settings, defaults=defaults).release()
     with open(os.path.join(run.workdir, "metrics.json"), "w") as f:
         json.dump({"epochs": run.epochs, "test": {"accuracy": 0.5}}, f)
 
