@@ -10,7 +10,7 @@ dataset's ``eval_resize_small`` scaled to it (160 at 128 px, 256 at 224 px).
 import numpy as np
 import tensorflow as tf
 
-from kdzoo.distill._checks import check_image_array, check_label_array
+from kdzoo.distill._checks import arrays_dataset, check_label_array
 
 
 def _input_size(model):
@@ -31,11 +31,7 @@ def _examples(dataset, split, data_dir):
     if isinstance(dataset, tf.data.Dataset):
         return dataset, None
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
-        images, labels = dataset
-        if len(images) != len(labels):
-            raise ValueError(f"kdzoo.evaluate: {len(images)} images but {len(labels)} labels.")
-        check_image_array(images, "kdzoo.evaluate")
-        return tf.data.Dataset.from_tensor_slices((images, labels)), None
+        return arrays_dataset(*dataset, "kdzoo.evaluate"), None
     raise TypeError("kdzoo.evaluate takes a dataset name (e.g. 'fashion_mnist'), a "
                     "tf.data.Dataset of (image, label) or a tuple (images, labels); got "
                     f"{type(dataset).__name__}.")

@@ -78,6 +78,15 @@ def check_image_array(images, where):
     check_pixel_range(x, where)
 
 
+def arrays_dataset(images, labels, where):
+    """``(images, labels)`` arrays, checked, as a ``tf.data.Dataset`` of pairs."""
+    if len(images) != len(labels):
+        raise ValueError(f"{where}: {len(images)} images but {len(labels)} labels; pass "
+                         "one label per image.")
+    check_image_array(images, where)
+    return tf.data.Dataset.from_tensor_slices((images, labels))
+
+
 def check_pixel_range(images, where):
     """Refuse float images scaled to [0, 1] (an all-zero array passes: black is valid).
 

@@ -51,7 +51,7 @@ import keras
 import tensorflow as tf
 
 from kdzoo.distill import stream, targets
-from kdzoo.distill._checks import (check_image_array, checked_validation, guard_callbacks,
+from kdzoo.distill._checks import (arrays_dataset, checked_validation, guard_callbacks,
                                    input_errors)
 from kdzoo.distill.views import check_number
 
@@ -80,12 +80,7 @@ def _eval_source(data):
     if isinstance(data, tf.data.Dataset):
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        images, labels = data
-        if len(images) != len(labels):
-            raise ValueError(f"make_eval_dataset: {len(images)} images but {len(labels)} "
-                             "labels; pass one label per image.")
-        check_image_array(images, "make_eval_dataset")
-        return tf.data.Dataset.from_tensor_slices((images, labels))
+        return arrays_dataset(*data, "make_eval_dataset")
     raise TypeError("make_eval_dataset takes a tf.data.Dataset of (image, label) or a tuple "
                     f"(images, labels) of arrays; got {type(data).__name__}. Pass (images, "
                     "labels): evaluation needs the labels for accuracy.")
