@@ -46,12 +46,14 @@ def maybe_mock_data(smoke, num_examples=SMOKE_EXAMPLES):
 
 
 def load_student(name, init, **kwargs):
-    """``kdzoo.load(name, weights=init)``; from scratch (``init`` None) a BiT gets
-    big_vision ``bit_paper``'s zero-initialised head."""
+    """``kdzoo.load(name, weights=init)`` as big_vision ``bit_paper`` builds a BiT student:
+    its stem max-pool padded with -inf, and from scratch (``init`` None) a zero head."""
     import kdzoo
     from kdzoo.models.bit import zero_init_head
-    model = kdzoo.load(name, weights=init, **kwargs)
-    if init is None and kdzoo.model_info(name)["family"] == "bit":
+    bit = kdzoo.model_info(name)["family"] == "bit"
+    options = {"build_options": {"stem_pool_padding": "neg_inf"}} if bit else {}
+    model = kdzoo.load(name, weights=init, **options, **kwargs)
+    if init is None and bit:
         zero_init_head(model)
     return model
 

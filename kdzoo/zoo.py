@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from kdzoo import registry
+from kdzoo.errors import ModelCardError
 from kdzoo.checkpointing import non_finite_weights
 from kdzoo.convert.bit_npz import checkpoint_num_classes, read_npz, assign_bit_weights
 from kdzoo.convert.headers import check_keras_archive, check_weights_file
@@ -182,7 +183,7 @@ WEIGHT_FORMATS = ((".npz", _from_npz), (".weights.h5", _from_weights_h5),
 
 
 def load(name, weights="pretrained", num_classes=None, include_top=True, input_shape=None,
-         pooling=None):
+         pooling=None, build_options=None):
     """Build a zoo model by name and load its weights.
 
     Args:
@@ -199,6 +200,10 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
       include_top: ``False`` returns the feature extractor (see ``pooling``).
       input_shape: defaults to the card's ``(input_size, input_size, channels)``.
       pooling: with ``include_top=False``: ``None`` (feature map), ``"avg"`` or ``"max"``.
+      build_options: keyword arguments of the architecture's builder that change the
+        graph but not the weights, over the card's own ``build_options`` (which follow
+        the code that trained the checkpoint), e.g. ``{"stem_pool_padding": "zeros"}``
+        for a FunMatch BiT as timm runs it.
 
     The model takes raw pixels in [0, 255] and rescales them itself. A file that is
     truncated, corrupt, unsafe or does not fit raises :class:`kdzoo.errors.CheckpointError`
@@ -214,9 +219,18 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
                                     or isinstance(num_classes, bool)):
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
 
+    options = _build_options(card, build_options)
+
     def build(classes, top=True, pool=None):
-        return arch.builder(num_classes=classes, include_top=top, input_shape=input_shape,
-                            pooling=pool)
+        try:
+            return arch.builder(num_classes=classes, include_top=top,
+                                input_shape=input_shape, pooling=pool, **options)
+        except TypeError as e:
+            if not options:
+                raise
+            raise ValueError(f"build_options {options} do not fit architecture "
+                             f"{arch.name!r} ({e}); check the card's build_options or "
+                             "the build_options argument.") from None
 
     if weights is None:
         return build(num_classes or default_classes, include_top, pooling)
@@ -255,6 +269,18 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
         head = model.get_layer("head")
         head.set_weights([np.zeros(w.shape, w.dtype) for w in head.get_weights()])
     return model
+
+
+def _build_options(card, override):
+    """The card's ``build_options`` updated by the caller's, both checked to be dicts."""
+    card_options = (card or {}).get("build_options", {})
+    if not isinstance(card_options, dict):
+        raise ModelCardError(f"Model card {card['name']!r}: build_options must be a JSON "
+                             f"object of builder arguments, got {card_options!r}.")
+    if override is not None and not isinstance(override, dict):
+        raise TypeError(f"build_options must be a dict of builder arguments, got "
+                        f"{override!r}.")
+    return {**card_options, **(override or {})}
 
 
 def _check_input_shape(input_shape, default):

@@ -2,7 +2,8 @@
 
 Exactly the layout the published checkpoints need (``kdzoo.convert.bit_npz``
 maps their keys onto these layer names): a 7x7/2 stem conv with no norm, a
-zero-padded 3x3/2 max-pool, pre-activation bottleneck units whose projection
+3x3/2 max-pool with one pixel of padding (zeros or -inf: see
+:data:`STEM_POOL_PADDINGS`), pre-activation bottleneck units whose projection
 takes the activated input, the stride on the 3x3 conv of a stage's first unit,
 GroupNorm(32, eps 1e-5), then a final GroupNorm + ReLU + global average pool
 and the ``head``. Inputs are raw pixels in [0, 255]; the ``preprocess`` layer
@@ -20,6 +21,15 @@ DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 GN_GROUPS = 32
 GN_EPSILON = 1e-5
 WS_EPSILON = 1e-10
+# How the stem's 3x3/2 max-pool pads its input, per the code that trained a checkpoint:
+# "zeros": google-research/big_transfer (bit_jax/models.py, bit_tf2/models.py: zero
+# padding, then a VALID pool), which trained the BiT-S/BiT-M checkpoints; timm does
+# the same. "neg_inf": big_vision models/bit_paper.py (RootBlock, line 78 at
+# 2f3f493: flax ``nn.max_pool(..., padding=[(1, 1), (1, 1)])``, whose padding is
+# -inf), which trained the FunMatch ``distill/`` checkpoints. The two differ only
+# where a border window's real values are all negative (the stem conv has no norm
+# or ReLU, so this happens); docs/funmatch.md says how to choose.
+STEM_POOL_PADDINGS = ("zeros", "neg_inf")
 
 
 @keras.saving.register_keras_serializable(package="kdzoo")
@@ -51,6 +61,23 @@ def _conv(x, filters, kernel, stride, name):
         x = keras.layers.ZeroPadding2D(kernel // 2, name=name + "_pad")(x)
     return StandardizedConv2D(filters, kernel, strides=stride, padding="valid",
                               use_bias=False, name=name + "_conv")(x)
+
+
+def _stem_pool(x, padding):
+    """The stem's 3x3/2 max-pool over a 1-pixel padded map.
+
+    For ``"neg_inf"`` the map is padded by repeating its edge pixels (a width-1
+    symmetric pad, a stock ``keras.ops`` call, so plain-Keras export and TFLite
+    need nothing new): with a 3x3 window, stride 2 and 1 pixel of padding, every
+    window that holds a padded pixel also holds the edge pixel it repeats, so the
+    maximum is exactly the maximum over real pixels, i.e. what -inf padding gives,
+    without an infinity in a bfloat16 graph.
+    """
+    if padding == "zeros":
+        x = keras.layers.ZeroPadding2D(1, name="root_pool_pad")(x)
+    else:
+        x = ops.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="symmetric")
+    return keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_pool")(x)
 
 
 def _unit(x, mid, stride, name):
@@ -88,7 +115,8 @@ def zero_init_head(model):
 
 
 def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224, 224, 3),
-              pooling=None, name=None, units=None, head_zeroinit=False):
+              pooling=None, name=None, units=None, head_zeroinit=False,
+              stem_pool_padding="zeros"):
     """A BiT ResNet-v2 ``R{depth}x{width}``; see the module docstring.
 
     ``units`` (e.g. ``(1, 1, 1, 1)``) overrides the units per block for tiny test
@@ -97,7 +125,12 @@ def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224
     :func:`zero_init_head`; for students trained from scratch). Off by default,
     so a randomly initialised zoo model (``kdzoo.load(..., weights=None)``)
     still has a Glorot head; checkpoints overwrite the head either way.
+    ``stem_pool_padding``: ``"zeros"`` (big_transfer) or ``"neg_inf"`` (big_vision);
+    see :data:`STEM_POOL_PADDINGS`. Zoo cards set it per checkpoint.
     """
+    if stem_pool_padding not in STEM_POOL_PADDINGS:
+        raise ValueError(f"stem_pool_padding must be one of {STEM_POOL_PADDINGS}, got "
+                         f"{stem_pool_padding!r}.")
     if units is None and depth not in DEPTHS:
         raise ValueError(f"BiT depth must be one of {sorted(DEPTHS)}, got {depth}.")
     if int(64 * width) % GN_GROUPS:
@@ -105,8 +138,7 @@ def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224
     inputs = image_input(input_shape)
     x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")(inputs)
     x = _conv(x, int(64 * width), 7, 2, "root")
-    x = keras.layers.ZeroPadding2D(1, name="root_pool_pad")(x)
-    x = keras.layers.MaxPooling2D(3, strides=2, padding="valid", name="root_pool")(x)
+    x = _stem_pool(x, stem_pool_padding)
     for b, count in enumerate(units or DEPTHS[depth], start=1):
         mid = int(64 * width) * 2 ** (b - 1)
         for u in range(1, count + 1):
