@@ -222,10 +222,7 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
         return build(num_classes or default_classes, include_top, pooling)
     if weights == "pretrained":
         if card is None:
-            options = registry.model_info(canonical)["checkpoints"]
-            raise ValueError(
-                f"{canonical!r} is an architecture without weights of its own. Pick one of its "
-                f"checkpoints {options} or pass weights=None for random init.")
+            raise ValueError(_no_weights_message(canonical))
         ckpt_classes = card["num_classes"]
         path = _pretrained_path(card, lambda: build(ckpt_classes))
         full = build(ckpt_classes)
@@ -255,6 +252,20 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
         head = model.get_layer("head")
         head.set_weights([np.zeros(w.shape, w.dtype) for w in head.get_weights()])
     return model
+
+
+def _no_weights_message(arch):
+    """Why ``kdzoo.load(arch)`` has no weights to load, and what to pass instead: its
+    checkpoints where it has some, never an empty list of them."""
+    options = registry.model_info(arch)["checkpoints"]
+    if options:
+        return (f"{arch!r} is an architecture without weights of its own. Pick one of its "
+                f"checkpoints {options} or pass weights=None "
+                "for random init.")
+    return (f"{arch!r} is an architecture with no published checkpoint: pass weights=None "
+            "for random init (and train it, e.g. with FunMatchDistiller), or weights=<path of "
+            "a .weights.h5 / .keras file saved from it>. kdzoo.list_models(pretrained=True) "
+            "lists the names that come with weights.")
 
 
 def _check_input_shape(input_shape, default):
