@@ -16,6 +16,7 @@ import json
 import os
 
 from kdzoo.errors import RecipeError
+from kdzoo.recipe_checks import check_model_flag, dry_run_params, smoke_substitution
 
 SMOKE_EXAMPLES = 8  # per split under --smoke: two steps of batch 4
 SMOKE_STEPS = 2     # under --smoke a log / checkpoint interval is one pass over the data
@@ -90,6 +91,7 @@ def _models(recipe, spec, options, size, teacher_size):
     """(teacher, student, teacher size): the recipe's, or tiny BiTs under --smoke."""
     from kdzoo.models.bit import tiny_bit
     if options.smoke:
+        smoke_substitution(recipe, options)
         teacher_shape = ((48 if teacher_size else size),) * 2 + (3,)
         return (functools.partial(tiny_bit, spec.num_classes, teacher_shape),
                 functools.partial(tiny_bit, spec.num_classes, (size, size, 3),
@@ -106,6 +108,9 @@ def _teacher_card(recipe, options):
 def funmatch_base(recipe, options):
     """The :class:`kdzoo.train.FunMatchRun` fields of a recipe run (all but workdir/params)."""
     from kdzoo.data import get_spec
+    check_model_flag("student", options.student,
+                     needs_weights=options.student_init == "pretrained")
+    check_model_flag("teacher", options.teacher, needs_weights=True)
     spec, preset, smoke = get_spec(recipe.dataset), dict(recipe.presets[options.preset]), \
         options.smoke
     size = 32 if smoke else preset.get("image_size", spec.input_size)
@@ -129,9 +134,12 @@ def funmatch_base(recipe, options):
 
 
 def _dry_run(recipe, options, base):
+    """The plan, with the hyper-parameters of the preset or of the ``--grid_index`` point."""
+    from kdzoo import grid as grids
     from kdzoo.train import FunMatchRun
-    smoke = options.smoke
-    print_plan(FunMatchRun(workdir=options.workdir, **base),
+    smoke, params = options.smoke, dry_run_params(base, options, grids.FUNMATCH_GRID)
+    point = {k: params[k] for k in grids.FUNMATCH_GRID if options.grid_index is not None}
+    print_plan(FunMatchRun(workdir=options.workdir, **dict(base, **point)), **params,
                teacher="tiny_bit" if smoke else (options.teacher or _teacher_card(recipe, options)),
                student="tiny_bit" if smoke else options.student,
                student_init=None if smoke else options.student_init, variant=options.variant)
@@ -292,7 +300,8 @@ def run_self_distill_recipe(recipe, options):
     from kdzoo.train import run_supervised
     run = self_distill_run(recipe, options)
     if options.dry_run:
-        return print_plan(run, mode=options.mode,
+        return print_plan(run, mode=options.mode, lr=options.lr,
+                          weight_decay=options.weight_decay, temperature=options.temperature,
                           teacher=None if options.mode == "plain" else "self (deepest exit)",
                           student="fmnist_cnn_w16" if options.smoke else options.arch)
     if not options.smoke:

@@ -8,7 +8,6 @@ top-level ``pretrained/`` folder, which ``setup.py`` ships as ``kdzoo/pretrained
 """
 
 import dataclasses
-import difflib
 import fnmatch
 import functools
 import json
@@ -18,6 +17,7 @@ import warnings
 from typing import Callable
 
 from kdzoo.errors import ModelCardError
+from kdzoo.suggest import did_you_mean
 
 
 
@@ -184,15 +184,31 @@ def resolve(name):
         return alias_table[name]
     if name in _BROKEN:
         raise ModelCardError(f"Model {name!r} cannot be loaded: {_BROKEN[name]}")
-    close = difflib.get_close_matches(name, all_names(), n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(name, all_names())
     raise ValueError(
         f"Unknown model name {name!r}.{hint} kdzoo.list_models() lists every name.")
 
 
-def list_models(pattern=None):
-    """Sorted names of architectures, checkpoints and aliases, filtered by a glob."""
+def has_weights(name):
+    """Whether ``kdzoo.load(name)`` (weights="pretrained") has weights to load: a card
+    (or its alias) with a download url or a weights file shipped beside it."""
+    card = cards().get(aliases().get(name, name))
+    return bool(card and (card.get("url") or card.get("file")))
+
+
+def list_models(pattern=None, pretrained=None):
+    """Sorted names of architectures, checkpoints and aliases, filtered by a glob.
+
+    ``pretrained=True`` keeps the names ``kdzoo.load(name)`` loads weights for (the
+    checkpoints and their aliases); ``False`` the bare architectures, which are built
+    with ``weights=None`` (random init) or from a file of your own; ``None`` all names.
+    """
+    if pretrained not in (None, True, False):
+        raise TypeError(f"pretrained must be True, False or None (every name), got "
+                        f"{pretrained!r}.")
     names = all_names()
+    if pretrained is not None:
+        names = [n for n in names if has_weights(n) == pretrained]
     if pattern is None:
         return names
     if not isinstance(pattern, str):

@@ -236,10 +236,7 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
         return build(num_classes or default_classes, include_top, pooling)
     if weights == "pretrained":
         if card is None:
-            options = registry.model_info(canonical)["checkpoints"]
-            raise ValueError(
-                f"{canonical!r} is an architecture without weights of its own. Pick one of its "
-                f"checkpoints {options} or pass weights=None for random init.")
+            raise ValueError(_no_weights_message(canonical))
         ckpt_classes = card["num_classes"]
         path = _pretrained_path(card, lambda: build(ckpt_classes))
         full = build(ckpt_classes)
@@ -281,6 +278,20 @@ def _build_options(card, override):
         raise TypeError(f"build_options must be a dict of builder arguments, got "
                         f"{override!r}.")
     return {**card_options, **(override or {})}
+
+
+def _no_weights_message(arch):
+    """Why ``kdzoo.load(arch)`` has no weights to load, and what to pass instead: its
+    checkpoints where it has some, never an empty list of them."""
+    options = registry.model_info(arch)["checkpoints"]
+    if options:
+        return (f"{arch!r} is an architecture without weights of its own. Pick one of its "
+                f"checkpoints {options} or pass weights=None "
+                "for random init.")
+    return (f"{arch!r} is an architecture with no published checkpoint: pass weights=None "
+            "for random init (and train it, e.g. with FunMatchDistiller), or weights=<path of "
+            "a .weights.h5 / .keras file saved from it>. kdzoo.list_models(pretrained=True) "
+            "lists the names that come with weights.")
 
 
 def _check_input_shape(input_shape, default):
