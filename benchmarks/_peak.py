@@ -12,7 +12,7 @@ seconds), and the rate is the median over windows.
 import statistics
 import time
 
-__all__ = ["measure_matmul_rate", "fraction_of_matmul"]
+__all__ = ["MatmulWindow", "measure_matmul_rate", "fraction_of_matmul"]
 
 
 def _compute_dtype(policy_or_dtype):
@@ -21,34 +21,63 @@ def _compute_dtype(policy_or_dtype):
     return name[len("mixed_"):] if name.startswith("mixed_") else name
 
 
+class MatmulWindow:
+    """A warm ``n x n`` matmul in ``policy``'s compute dtype; each call times one window.
+
+    Why a callable: benchmarks put it into :func:`_bench.interleaved` beside the
+    model's windows, so the matmul and the model share whatever load the machine
+    has at that moment (two cores shared with other jobs here). Each window records
+    GFLOP/s and the process' CPU seconds over wall seconds.
+    """
+
+    def __init__(self, policy="float32", n=2048, seconds=1.0, device=None):
+        import tensorflow as tf
+        self.dtype, self.n, self.seconds = _compute_dtype(policy), int(n), float(seconds)
+        self.device = device or ("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0")
+        with tf.device(self.device):
+            a = tf.random.stateless_normal((self.n, self.n), (1, 2), dtype=tf.float32)
+            self._a, self._b = tf.cast(a, self.dtype), tf.cast(tf.transpose(a), self.dtype)
+            self._step = tf.function(lambda x, y: tf.reduce_sum(
+                tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
+            for _ in range(2):  # trace + warm-up (oneDNN primitive creation)
+                self._step(self._a, self._b).numpy()
+        self.rates, self.cpu_over_wall = [], []
+
+    def __call__(self):
+        import tensorflow as tf
+        calls, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
+        with tf.device(self.device):
+            while True:
+                self._step(self._a, self._b).numpy()
+                calls += 1
+                wall = time.perf_counter() - wall0
+                if wall >= self.seconds:
+                    break
+        rate = calls * 2.0 * self.n ** 3 / wall / 1e9
+        self.rates.append(rate)
+        self.cpu_over_wall.append((time.process_time() - cpu0) / wall)
+        return rate
+
+    def summary(self):
+        """``{"dtype", "n", "gflops" (median), "gflops_min", "gflops_max", "windows",
+        "cpu_over_wall" (median)}`` of the windows timed so far."""
+        r = self.rates or [0.0]
+        return {"dtype": self.dtype, "n": self.n, "gflops": round(statistics.median(r), 1),
+                "gflops_min": round(min(r), 1), "gflops_max": round(max(r), 1),
+                "windows": len(self.rates),
+                "cpu_over_wall": round(statistics.median(self.cpu_over_wall or [0.0]), 2)}
+
+
 def measure_matmul_rate(policy="float32", n=2048, windows=5, seconds=1.0, device=None):
     """FLOP/s of an ``n x n`` matmul in ``policy``'s compute dtype on ``device``.
 
-    Returns ``{"dtype", "n", "gflops" (median over windows), "gflops_min", "gflops_max",
-    "cpu_over_wall" (median process CPU time / wall time per window)}``.
+    Returns :meth:`MatmulWindow.summary` after ``windows`` back-to-back windows; a
+    benchmark comparing methods should interleave a :class:`MatmulWindow` instead.
     """
-    import tensorflow as tf
-    dtype = _compute_dtype(policy)
-    with tf.device(device or ("/GPU:0" if tf.config.list_physical_devices("GPU") else "/CPU:0")):
-        a = tf.random.stateless_normal((n, n), (1, 2), dtype=tf.float32)
-        a, b = tf.cast(a, dtype), tf.cast(tf.transpose(a), dtype)
-        step = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y)[:1, :1], tf.float32)))
-        step(a, b).numpy()  # trace + warm-up
-        flops_per_call = 2.0 * n ** 3
-        rates, ratios = [], []
-        for _ in range(windows):
-            calls, wall0, cpu0 = 0, time.perf_counter(), time.process_time()
-            while True:
-                step(a, b).numpy()
-                calls += 1
-                wall = time.perf_counter() - wall0
-                if wall >= seconds:
-                    break
-            rates.append(calls * flops_per_call / wall / 1e9)
-            ratios.append((time.process_time() - cpu0) / wall)
-    return {"dtype": dtype, "n": n, "gflops": round(statistics.median(rates), 1),
-            "gflops_min": round(min(rates), 1), "gflops_max": round(max(rates), 1),
-            "cpu_over_wall": round(statistics.median(ratios), 2)}
+    window = MatmulWindow(policy, n, seconds, device)
+    for _ in range(windows):
+        window()
+    return window.summary()
 
 
 def fraction_of_matmul(model_gflops_per_s, matmul):

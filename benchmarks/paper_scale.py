@@ -25,7 +25,10 @@ utilisation: analytic FLOPs per image (2 x MACs of every conv/dense layer,
 ``kdzoo.distill.early_exit.count_flops``; teacher forward + 3 x student
 forward for the student's forward and backward) x images/s / the device's
 peak (``--peak_tflops``; estimated from cores x clock x SIMD width on a CPU,
-a table on known GPUs). Checkpoints (128 px): bytes and seconds of one save
+a table on known GPUs), and beside it ``fraction_of_matmul``: the same model
+FLOP/s over what a warm 2048^2 ``tf.matmul`` reaches in the method's compute dtype,
+measured in this run, its windows alternating with the models' (``_peak.py``; the
+CPU estimate was off by 1.6x on the 2-vCPU machines). Checkpoints (128 px): bytes and seconds of one save
 of the whole distiller (what ``ModelCheckpoint`` writes: teacher included),
 and of the student alone (``kdzoo.callbacks.StudentCheckpoint``).
 
@@ -40,6 +43,7 @@ the CPU flags).
 """
 
 import _bench  # noqa: F401  (sys.path, TF log level)
+import _peak
 
 import json  # noqa: E402
 import os  # noqa: E402
@@ -163,7 +167,7 @@ def timed_save(save, suffix):
         return os.path.getsize(path), round(seconds, 2)
 
 
-def one_shape(args, student_size, teacher_size, fm_policy, kd_policy, peaks, memory):
+def one_shape(args, student_size, teacher_size, fm_policy, kd_policy, peaks, memory, matmul):
     quick, batch = args.quick, args.batch
     keras.utils.set_random_seed(0)
     models = {}
@@ -234,8 +238,11 @@ def one_shape(args, student_size, teacher_size, fm_policy, kd_policy, peaks, mem
                                                       epochs=1, verbose=0)),
         "keras": runner("keras", lambda: kd.fit(kd_ds, steps_per_epoch=args.steps,
                                                 epochs=1, verbose=0)),
+        **{f"matmul {p}": window for p, window in matmul.items()},  # same load, same run
     }, args.windows, warmup=1)
+    rates = {k: v for k, v in rates.items() if not k.startswith("matmul ")}
     med = {k: _bench.median(v) for k, v in rates.items()}
+    mm = {p: window.summary() for p, window in matmul.items()}
     flops = {"teacher_forward": count_flops(teacher), "student_forward": count_flops(student)}
     per_image = flops["teacher_forward"] + 3 * flops["student_forward"]
     record = {
@@ -250,6 +257,10 @@ def one_shape(args, student_size, teacher_size, fm_policy, kd_policy, peaks, mem
         "achieved_tflops": {k: round(v * per_image / 1e12, 4) for k, v in med.items()},
         "mfu": {k: (round(v * per_image / 1e12 / peaks[p][0], 4) if peaks[p][0] else None)
                 for (k, v), p in zip(med.items(), (fm_policy, kd_policy))},
+        "fraction_of_matmul": {
+            k: _peak.fraction_of_matmul(v * per_image / 1e9, mm[p])
+            for (k, v), p in zip(med.items(), (fm_policy, kd_policy))},
+        "matmul_gflops": {p: v["gflops"] for p, v in mm.items()},
         "compile_s": compile_s,
         "params_m": {"teacher": round(teacher.count_params() / 1e6, 1),
                      "student": round(student.count_params() / 1e6, 1)},
@@ -299,6 +310,9 @@ def main():
     kd_policy = precision.resolve_precision(args.keras_precision)
     peaks = {p: peak_tflops(p, args.peak_tflops) for p in {fm_policy, kd_policy}}
     memory = PeakMemory()
+    # The measured limit: a warm 2048^2 matmul per policy, its windows between the models'.
+    matmul = {p: _peak.MatmulWindow(p, 2048, seconds=0.3 if quick else 1.0)
+              for p in sorted({fm_policy, kd_policy})}
     flags = precision.read_cpu_flags()
     common = {"batch": args.batch, "steps_per_window": args.steps, "windows": args.windows,
               "xla": args.xla, "funmatch_policy": fm_policy, "keras_policy": kd_policy,
@@ -307,7 +321,7 @@ def main():
     summary, ckpt = {}, None
     for student_size, teacher_size in shapes:
         record, fm, kd = one_shape(args, student_size, teacher_size, fm_policy, kd_policy,
-                                   peaks, memory)
+                                   peaks, memory, matmul)
         if ckpt is None and not args.no_checkpoints:
             ckpt = checkpoints(fm, kd, quick)
             record["checkpoint"] = ckpt
@@ -325,6 +339,10 @@ def main():
         "ratio_by_shape": {k: v["ratio_funmatch_over_keras"] for k, v in summary.items()},
         "images_per_s_by_shape": {k: v["images_per_s"] for k, v in summary.items()},
         "mfu_by_shape": {k: v["mfu"] for k, v in summary.items()},
+        "fraction_of_matmul": first["fraction_of_matmul"],
+        "fraction_of_matmul_by_shape": {k: v["fraction_of_matmul"] for k, v in summary.items()},
+        "matmul_gflops": {p: w.summary()["gflops"] for p, w in matmul.items()},
+        "matmul": {p: w.summary() for p, w in matmul.items()},
         "peak_memory_mb_by_shape": {k: v["peak_memory_mb"] for k, v in summary.items()},
         "checkpoint_whole_over_student_bytes": (round(whole / alone, 1) if whole and alone
                                                 else None),

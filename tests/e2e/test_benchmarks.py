@@ -30,7 +30,7 @@ def test_the_benchmarks_are_found():
     names = {os.path.basename(p) for p in SCRIPTS}
     assert {"distill_step.py", "teacher_cache.py", "input_pipeline.py",
             "precision.py", "runner_overhead.py", "grid_cache.py",
-            "paper_scale.py"} <= names, names
+            "paper_scale.py", "study_speed.py"} <= names, names
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,41 @@ def test_benchmark_quick_mode_prints_its_json_line(script, quick_runs):
         assert math.isfinite(value), record
     assert record["ratio"] > 0, record
     assert record.get("quick") is True, record
+
+
+def _last_json(result):
+    returncode, stdout, stderr = result
+    assert returncode == 0, stderr[-3000:]
+    return json.loads([line for line in stdout.splitlines() if line.strip()][-1])
+
+
+def _positive_finite(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def test_study_speed_reports_a_ratio_and_a_matmul_fraction_per_config(quick_runs):
+    """study_speed.py --quick: each config measured now and at the baseline commit."""
+    record = _last_json(quick_runs[os.path.join(ROOT, "benchmarks", "study_speed.py")])
+    assert record["benchmark"] == "study_speed", record
+    ratios, fractions = record["ratio_by_config"], record["fraction_of_matmul"]
+    assert ratios and set(ratios) == set(fractions), record
+    for config, ratio in ratios.items():
+        assert _positive_finite(ratio), (config, record)
+        assert _positive_finite(fractions[config]) and fractions[config] < 10, (config, record)
+        now, base = (record["images_per_s"][config][k] for k in ("now", "baseline"))
+        assert _positive_finite(now) and _positive_finite(base), record
+        assert abs(ratio - now / base) <= 0.01 * ratio, (config, record)
+    assert _positive_finite(record["matmul"]["gflops"]), record
+    assert record["baseline"] == "020116a", record
+
+
+def test_paper_scale_reports_measured_matmul_fractions(quick_runs):
+    """paper_scale.py --quick: fraction_of_matmul for both methods beside the estimate."""
+    record = _last_json(quick_runs[os.path.join(ROOT, "benchmarks", "paper_scale.py")])
+    fractions = record["fraction_of_matmul"]
+    assert set(fractions) >= {"funmatch", "keras"}, record
+    for name, value in fractions.items():
+        assert _positive_finite(value), (name, record)
+    for policy, rate in record["matmul_gflops"].items():
+        assert _positive_finite(rate), (policy, record)
