@@ -147,10 +147,17 @@ def plan(run, num_train_examples=None):
 
 def _fit(model, make_train, run, schedule):
     """fit_schedule over ``schedule``: ``make_train(step)`` streams from global step ``step``,
-    the one recorded with the checkpoint a resume starts from."""
-    fit_schedule(model, make_train, schedule, workdir=run.workdir,
+    the one recorded with the checkpoint a resume starts from.
+
+    Returns what ``metrics.json`` gets from the best / last epoch report
+    (:mod:`kdzoo.distill.exit_reporting`: on for self distillation, it evaluates
+    minival and test after every Keras epoch), ``{}`` without one."""
+    from kdzoo.distill import exit_reporting
+    callbacks = exit_reporting.callbacks_for(model, run)
+    fit_schedule(model, make_train, schedule, workdir=run.workdir, callbacks=callbacks,
                  checkpoint_every_minutes=run.checkpoint_every_minutes,
                  keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+    return exit_reporting.metrics_entries(callbacks)
 
 
 def _settings(run, precision, teachers=()):
@@ -300,7 +307,9 @@ class SupervisedRun(RunOptions):
     ``"labels"`` (plain CE; with ``mixup_alpha`` the paper's "fine-tune with
     mixup" baseline), ``"self_distillation"`` or ``"deep_supervision"``
     (``kdzoo.SelfDistillation`` over the backbone's stages). ``optimizer``:
-    callable ``total_steps -> keras optimizer``.
+    callable ``total_steps -> keras optimizer``. ``best_epoch_report``: the per-epoch
+    minival / test report (:mod:`kdzoo.distill.exit_reporting`) and its best / last
+    epoch keys in ``metrics.json``; ``None``: on for the exits' methods only.
     """
 
     dataset: str
@@ -321,6 +330,7 @@ class SupervisedRun(RunOptions):
     alpha: float = 0.3
     temperature: float = 3.0
     feature_weight: float = 0.03
+    best_epoch_report: bool | None = None  # None: on for SelfDistillation models only
 
 
 METHODS = ("labels", "self_distillation", "deep_supervision")
@@ -364,13 +374,14 @@ def run_supervised(run):
                                      feature_weight=run.feature_weight, mode=run.method)
             model.compile(optimizer=run.optimizer(steps),
                           jit_compile=run.jit_compile)
-    _fit(model, lambda step: labeled_stream(
+    best = _fit(model, lambda step: labeled_stream(
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
         seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
         mixup_alpha=run.mixup_alpha, num_examples=n_train,
         inception_area_range=tuple(run.inception_area_range), pad_fill=run.pad_fill,
         autoaugment=run.autoaugment, cutout=run.cutout), run, schedule)
-    metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size))
+    metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size),
+                   **best)
     for role in run.eval_roles:
         batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,
                                eval_resize_small(spec, size))

@@ -36,6 +36,14 @@ TEST_SELECTED_NOTE = ("selected on the TEST set, as the official train.py lines 
 
 
 def _accuracies(results):
+    """``{"exit1".., "ensemble"}`` of a ``SelfDistillation``; ``{"ensemble"}`` (its only
+    output, so the same selection rule applies) of a one-output model's ``accuracy``."""
+    if "ensemble_top1" not in results:
+        if "accuracy" not in results:
+            raise ValueError(f"ExitAccuracyReport reads 'ensemble_top1' (SelfDistillation) "
+                             f"or 'accuracy' (compile(metrics=['accuracy'])) from "
+                             f"evaluate; got only {sorted(results)}.")
+        return {"ensemble": float(results["accuracy"])}
     out = {k[:-len("_top1")]: float(v) for k, v in results.items()
            if k.startswith("exit") and k.endswith("_top1")}
     out["ensemble"] = float(results["ensemble_top1"])
@@ -118,20 +126,25 @@ class ExitAccuracyReport(keras.callbacks.Callback):
 
 
 def callbacks_for(model, run, spec=None, image_size=None):
-    """``[ExitAccuracyReport]`` for a ``SelfDistillation`` model of a kdzoo run, else ``[]``.
+    """``[ExitAccuracyReport]`` for the model of a kdzoo run, else ``[]``.
 
-    ``spec`` / ``image_size`` default to ``run.dataset``'s spec and ``run.image_size``
-    (else the spec's input size), as ``run_supervised`` evaluates.
+    On for a ``SelfDistillation`` model (self distillation, deep supervision); for
+    any other model only when ``run.best_epoch_report`` is ``True`` (a study that
+    compares baselines on the same footing); ``run.best_epoch_report=False`` turns
+    it off. ``spec`` / ``image_size`` default to ``run.dataset``'s spec and
+    ``run.image_size`` (else the spec's input size), as ``run_supervised`` evaluates.
     The hook of ``kdzoo.train``'s ``_fit``: selection on ``minival``, report on
     ``test``, into ``run.workdir/exit_accuracy.json`` (a worker of a multi-worker
     run writes into its own subdirectory) and ``best_exit.weights.h5``.
+    Cost: both splits are evaluated after every Keras epoch (``log_every_steps``).
     """
     from kdzoo.data import get_spec, load_split
     from kdzoo.distill.self_distill import SelfDistillation
     from kdzoo.distribute import worker_subdir
     from kdzoo.fit import eval_batches, eval_resize_small
 
-    if not isinstance(model, SelfDistillation):
+    wanted = getattr(run, "best_epoch_report", None)
+    if wanted is False or (wanted is None and not isinstance(model, SelfDistillation)):
         return []
     spec = spec or get_spec(run.dataset)
     image_size = image_size or getattr(run, "image_size", None) or spec.input_size
@@ -146,3 +159,38 @@ def callbacks_for(model, run, spec=None, image_size=None):
                                os.path.join(own, REPORT_NAME),
                                selection_trained_on=trained_on,
                                best_weights=os.path.join(own, "best_exit.weights.h5"))]
+
+
+def metrics_entries(callbacks):
+    """What ``metrics.json`` gets from the reports among ``callbacks``: ``{}`` if none.
+
+    Keys (top-1 in [0, 1], per exit and ``ensemble``; a one-output model has only
+    ``ensemble``): ``top1_last_epoch`` (the final epoch, selection split + test),
+    ``top1_best_epoch`` (the epoch of the best selection-split ensemble top-1, with
+    its test figures and ``selected_on``), ``top1_test_selected_best`` (the official
+    code's figure, labelled as chosen on the TEST set). Read from the report file, so
+    a rerun of a finished run (nothing trained now) still has them.
+    """
+    for cb in callbacks:
+        if isinstance(cb, ExitAccuracyReport):
+            report = cb.report() if cb.history else _read(cb.path)
+            if not report.get("per_epoch"):
+                return {}
+            out = {"top1_last_epoch": _slim(report["last_epoch"]),
+                   "top1_best_epoch": _slim(report["best_epoch"]),
+                   "best_epoch_report": os.path.basename(cb.path)}
+            if "test_selected_best" in report:
+                out["top1_test_selected_best"] = report["test_selected_best"]
+            return out
+    return {}
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _slim(entry):
+    return {k: v for k, v in entry.items() if k != "per_epoch"}
