@@ -99,11 +99,14 @@ def _gn_relu(x, gamma, beta, groups=32, eps=1e-5):
     return np.maximum(g * gamma.reshape(-1) + beta.reshape(-1), 0.0)
 
 
-def bit_forward(params, images, depth):
-    """(pre-logits features, logits) of a big_transfer BiT checkpoint on [0, 255] images."""
+def bit_forward(params, images, depth, pool_pad=0.0):
+    """(pre-logits features, logits) of a BiT checkpoint on [0, 255] images.
+
+    ``pool_pad``: the stem max-pool's pad value, 0 as big_transfer, -inf as big_vision's
+    ``bit_paper`` (which trained the FunMatch checkpoints)."""
     x = images.astype(np.float64) / 127.5 - 1.0
     x = _conv(x, params["resnet/root_block/standardized_conv2d/kernel"], 2)
-    x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))  # zero padding, then 3x3/2 max-pool
+    x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pool_pad)  # 3x3/2 pool
     x = sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2].max(axis=(-1, -2))
     for b, units in enumerate(UNITS[depth], start=1):
         for u in range(1, units + 1):

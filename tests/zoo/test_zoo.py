@@ -36,7 +36,8 @@ def images():
 
 @pytest.fixture(scope="module")
 def reference(r50_params, images):
-    return bit_forward(r50_params, images, depth=50)
+    # The FunMatch card (``loaded``) follows big_vision: -inf stem max-pool padding.
+    return bit_forward(r50_params, images, depth=50, pool_pad=-np.inf)
 
 
 @pytest.fixture(scope="module")
