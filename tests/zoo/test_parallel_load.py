@@ -46,8 +46,9 @@ def _tiny_npz(path):
     """A tiny BiT checkpoint in big_vision's published .npz layout, random values."""
     from kdzoo.convert.bit_npz import _keys_for_layer
     from kdzoo.models.bit import build_bit
+    # The processes' card is a copy of a FunMatch card: -inf stem max-pool padding.
     model = build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", num_classes=10,
-                      input_shape=(32, 32, 3))
+                      input_shape=(32, 32, 3), stem_pool_padding="neg_inf")
     rng = np.random.default_rng(0)
     params = {key: (0.1 * rng.standard_normal(tuple(w.shape))).astype("float32")
               for layer in model.layers if layer.weights
