@@ -56,6 +56,11 @@ def pixels(n=3, h=40, w=30, seed=0):
     return np.random.RandomState(seed).randint(0, 256, (n, h, w, 3)).astype("float32")
 
 
+def run(model, x):
+    """``model`` on ``x`` in inference mode, eagerly (no predict-loop tracing)."""
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
 def by_hand(hub_model, x):
     """What keras-hub's own pipeline computes: its preprocessor, then ``__call__``."""
     return keras.ops.convert_to_numpy(hub_model(hub_model.preprocessor(x), training=False))
@@ -78,8 +83,8 @@ def test_in_graph_preprocessing_equals_the_presets_preprocessor():
     pre = keras.Model(model.input, model.get_layer("preprocess").output)
     want = keras.ops.convert_to_numpy(hub.preprocessor(x))
     assert want.shape == (3, 24, 24, 3) and want.min() < -1.5  # mean/std range, not [0, 255]
-    np.testing.assert_allclose(pre.predict(x, verbose=0), want, atol=1e-4)
-    np.testing.assert_allclose(model.predict(x, verbose=0), by_hand(hub, x),
+    np.testing.assert_allclose(run(pre, x), want, atol=1e-4)
+    np.testing.assert_allclose(run(model, x), by_hand(hub, x),
                                rtol=1e-4, atol=1e-4)
     # The trap from_keras_hub removes: the hub model called on raw pixels differs.
     raw = keras.ops.convert_to_numpy(hub(keras.ops.image.resize(x, (24, 24)), training=False))
@@ -90,7 +95,7 @@ def test_mobilenet_classifier_and_a_scalar_value_range():
     hub = hub_mobilenet()
     x = pixels(h=32, w=32)
     model = kdzoo.from_keras_hub(hub)
-    np.testing.assert_allclose(model.predict(x, verbose=0), by_hand(hub, x),
+    np.testing.assert_allclose(run(model, x), by_hand(hub, x),
                                rtol=1e-4, atol=1e-4)
     assert model.output_shape == (None, 4) and model.get_layer("head").units == 4
     # keras-hub's own MobileNet layer classes have no stock-Keras form: refused by name.
@@ -102,22 +107,29 @@ def test_num_classes_replaces_the_head_with_a_zero_one():
     hub = hub_resnet(classes=4)
     model = kdzoo.from_keras_hub(hub, num_classes=7)
     assert model.output_shape == (None, 7)
-    np.testing.assert_array_equal(model.predict(pixels(), verbose=0), 0.0)
+    np.testing.assert_array_equal(run(model, pixels()), 0.0)
+    # Copies: changing the result's weights leaves the hub model as it was.
+    hub_kernel = hub.backbone.get_layer("conv1_conv").kernel
+    before = hub_kernel.numpy()
+    kernel = model.get_layer("conv1_conv").kernel
+    kernel.assign(kernel + 1.0)
+    np.testing.assert_array_equal(hub_kernel.numpy(), before)
     same = kdzoo.from_keras_hub(hub, num_classes=4)  # the preset's own count: kept
-    np.testing.assert_allclose(same.predict(pixels(), verbose=0), by_hand(hub, pixels()),
+    np.testing.assert_allclose(run(same, pixels()), by_hand(hub, pixels()),
                                rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------ preset path ---
+@pytest.mark.slow
 def test_preset_folder_through_the_real_loader(preset):
     folder, source = preset
     x = pixels(seed=1)
     want = by_hand(source, x)
     for model in (kdzoo.from_keras_hub(folder), kdzoo.load("hub:" + folder)):
-        np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(run(model, x), want, rtol=1e-4, atol=1e-4)
     fresh = kdzoo.load("hub:" + folder, weights=None)  # its architecture, random weights
     assert fresh.count_params() == source.count_params()
-    assert np.abs(fresh.predict(x, verbose=0) - want).max() > 1e-3
+    assert np.abs(run(fresh, x) - want).max() > 1e-3
     features = kdzoo.load("hub:" + folder, include_top=False, pooling="avg")
     assert features.output_shape == (None, 16)
 
@@ -134,7 +146,7 @@ def test_backbone_only_preset_needs_num_classes(tmp_path):
     x = pixels()
     want = keras.ops.convert_to_numpy(hub.backbone(hub.preprocessor(x)))  # same weights
     features = keras.Model(model.input, model.get_layer("stage3").output)
-    np.testing.assert_allclose(features.predict(x, verbose=0), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run(features, x), want, rtol=1e-4, atol=1e-4)
 
 
 # -------------------------------------------------------------- bad input ---
@@ -173,7 +185,7 @@ def test_self_distillation_backbone_and_exit_names():
     logits = sd(pixels(h=24, w=24))
     assert len(logits) == 3 and all(tuple(z.shape) == (3, 4) for z in logits)
     # The deepest exit is the hub head itself (its pretrained weights).
-    np.testing.assert_allclose(logits[-1], model.predict(pixels(h=24, w=24), verbose=0),
+    np.testing.assert_allclose(logits[-1], run(model, pixels(h=24, w=24)),
                                rtol=1e-4, atol=1e-4)
     named = SelfDistillation(model, num_classes=4, exits=["stack0_block0_out",
                                                           "stack2_block0_out"])
@@ -193,13 +205,13 @@ def test_plain_keras_export_loads_without_keras_hub(tmp_path):
     model = kdzoo.from_keras_hub(hub_resnet())
     plain = kdzoo.to_plain_keras(model)
     x = pixels()
-    np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0),
+    np.testing.assert_allclose(run(plain, x), run(model, x),
                                rtol=1e-5, atol=1e-5)
     path = str(tmp_path / "hub_resnet.keras")
     plain.save(path)
     back = keras.saving.load_model(path, safe_mode=True)  # stock classes only
     assert all(type(l).__module__.startswith("keras.") for l in back.layers)
-    np.testing.assert_allclose(back.predict(x, verbose=0), model.predict(x, verbose=0),
+    np.testing.assert_allclose(run(back, x), run(model, x),
                                rtol=1e-5, atol=1e-5)
 
 
