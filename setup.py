@@ -28,8 +28,14 @@ setup(
         "tensorboard",  # TensorBoard logs from kdzoo.train (no longer pulled in by TF)
     ],
     extras_require={
-        "cpu": ["tensorflow-cpu>=2.16"],
+        # [cpu] asks for the standard `tensorflow` wheel (it runs on CPU): keras-hub's
+        # tensorflow-text requires `tensorflow` by that name, and with `tensorflow-cpu`
+        # here `.[cpu,hub]` would install two TensorFlow distributions into one
+        # environment, each overwriting the other's files.
+        "cpu": ["tensorflow>=2.16"],
         "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # keras-hub presets as teachers/students: kdzoo.from_keras_hub, kdzoo.load("hub:...").
+        "hub": ["keras-hub>=0.32"],
         "test": ["pytest", "pytest-xdist"],
     },
     license="Apache-2.0",

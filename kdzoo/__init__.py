@@ -5,6 +5,7 @@ from kdzoo import callbacks, data, distill, models  # noqa: F401  (registers arc
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
 from kdzoo.evaluation import evaluate
+from kdzoo.keras_hub import from_keras_hub
 from kdzoo.plain_keras import to_plain_keras
 from kdzoo.registry import list_models, model_info
 from kdzoo.zoo import load
@@ -12,5 +13,5 @@ from kdzoo.zoo import load
 __version__ = "0.1.0"
 
 __all__ = ["load", "list_models", "model_info", "evaluate", "FunMatchDistiller", "SelfDistillation",
-           "to_plain_keras",
+           "to_plain_keras", "from_keras_hub",
            "callbacks", "data", "distill", "models", "__version__"]

@@ -189,6 +189,7 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
     Args:
       name: an architecture (``"bit_r50x1"``), a checkpoint (``"bit_r50x1.funmatch_in1k_224"``)
         or an alias (``"resnet50_funmatch_imagenet"``); ``kdzoo.list_models()`` lists them.
+        ``"hub:<preset>"`` (a keras-hub preset name or folder) is ``kdzoo.from_keras_hub``.
       weights: ``"pretrained"`` (the checkpoint's published weights), ``None`` (random init),
         or a path to a published ``.npz``, a Keras ``.weights.h5`` or a ``.keras`` model
         file. A ``.keras`` file is read in Keras safe mode (a file carrying code, such as
@@ -209,6 +210,10 @@ def load(name, weights="pretrained", num_classes=None, include_top=True, input_s
     truncated, corrupt, unsafe or does not fit raises :class:`kdzoo.errors.CheckpointError`
     naming it; a download failing its sha256 raises :class:`kdzoo.errors.DownloadError`.
     """
+    if isinstance(name, str) and name.startswith("hub:"):  # a keras-hub preset or folder
+        from kdzoo.keras_hub import load_hub  # lazy: keras-hub is the optional [hub] extra
+        return load_hub(name[len("hub:"):], weights=weights, num_classes=num_classes,
+                        include_top=include_top, input_shape=input_shape, pooling=pooling)
     canonical = registry.resolve(name)
     card = registry.cards().get(canonical)
     arch = registry.architectures()[card["architecture"] if card else canonical]

@@ -18,8 +18,6 @@ gives every exit plain CE.
 logits). Depth-adaptive inference lives in :mod:`kdzoo.distill.early_exit`.
 """
 
-import difflib
-
 import keras
 import tensorflow as tf
 from keras import ops
@@ -28,6 +26,7 @@ from kdzoo.distill import byot_versions
 from kdzoo.distill.metric_directions import with_directions
 from kdzoo.distill._checks import CheckedInputs
 from kdzoo.distill.exit_heads import HEADS, exit_head
+from kdzoo.distill.exit_names import missing_exit_message
 from kdzoo.distill.gradients import apply_with_global_clip
 from kdzoo.distill.self_distill_losses import (  # noqa: F401  (re-exported)
     HINTS, KD_SCALINGS, MODES, _labels_to_sparse, cross_entropy, self_distillation_terms)
@@ -35,11 +34,6 @@ from kdzoo.distill.views import check_number
 from kdzoo.models.common import stage_names
 
 # --------------------------------------------------------------------------- exits
-
-def _did_you_mean(name, candidates):
-    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.4)
-    return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-
 
 def _static_feature_shape(tensor, layer_name):
     shape = tuple(tensor.shape)
@@ -167,9 +161,7 @@ class SelfDistillation(CheckedInputs, keras.Model):
         layer_names = [layer.name for layer in backbone.layers]
         for name in names:
             if name not in layer_names:
-                raise ValueError(
-                    f"Exit layer {name!r} is not in backbone {backbone.name!r}."
-                    f"{_did_you_mean(name, layer_names)}")
+                raise ValueError(missing_exit_message(backbone, name))
         order = [layer_names.index(n) for n in names]
         if order != sorted(order):
             raise ValueError(f"Exit layers must be listed shallow to deep; got {names}.")
