@@ -52,4 +52,4 @@ demo: install data
 	$(PYTHON) recipes/fashion_mnist.py --workdir runs/fashion_mnist
 
 table:
-	$(PYTHON) -m kdzoo.cards_table --write README.md
+	$(PYTHON) -m kdzoo.zoo.cards_table --write README.md

@@ -9,7 +9,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # The model cards and kdzoo's own weights live in the repository's top-level
-    # pretrained/ and are installed as kdzoo/pretrained (kdzoo.registry finds either).
+    # pretrained/ and are installed as kdzoo/pretrained (kdzoo.zoo.registry finds either).
     # The recipes (recipes/) are installed as kdzoo/recipes, for `kdzoo recipe NAME`.
     packages=find_packages(include=["kdzoo", "kdzoo.*"]) + ["kdzoo.pretrained",
                                                              "kdzoo.recipes"],

@@ -6,7 +6,7 @@ only calls what both trees have (``kdzoo.train.FunMatchRun`` / ``SupervisedRun``
 ``run_funmatch`` / ``run_supervised`` and their ``_fit``), so the two sides build
 the model, compile it and make the train stream exactly as their runner does.
 
-How: ``kdzoo.train._fit`` is replaced by a function that keeps ``(model,
+How: ``kdzoo.train.runner._fit`` is replaced by a function that keeps ``(model,
 make_train)`` and stops the run there (before any step, evaluation or export).
 Each ``window K`` line on stdin then trains K more steps of that very stream
 (``model.fit(make_train(step), steps_per_epoch=K)``, the stream continuing where the
@@ -48,7 +48,7 @@ def _optimizer(total):
 
 
 def _resnet18():
-    from kdzoo.registry import architectures
+    from kdzoo.zoo.registry import architectures
     return architectures()["cifar_resnet18"].builder(
         num_classes=10, include_top=True, input_shape=(32, 32, 1), pooling=None,
         base_width=BYOT_WIDTH)
@@ -83,7 +83,7 @@ def make_run(config, workdir):
 
 def build(config, workdir):
     """``(model, make_train)`` exactly as the tree's runner builds them."""
-    from kdzoo import train
+    from kdzoo.train import runner as train
     run = make_run(config, workdir)
     kept = {}
 

@@ -8,11 +8,11 @@ costs about 5x the student's (measured and reported as
 
 * ``online``: every point trains with the teacher run on its views, as a
   grid of independent runs does (``FunMatchDistiller.fit`` per point).
-* ``shared``: :func:`kdzoo.grid.fit_grid_from_one_cache`: the teacher's
+* ``shared``: :func:`kdzoo.train.grid.fit_grid_from_one_cache`: the teacher's
   logits on the views of the longest point are cached once (float16, all
   classes), every point trains from that cache with its own temperature
   applied at read time. The cache build is part of the shared time.
-* ``lockstep``: :func:`kdzoo.grid.fit_grid_lockstep`: the points of equal
+* ``lockstep``: :func:`kdzoo.train.grid.fit_grid_lockstep`: the points of equal
   length train together (:class:`kdzoo.distill.LockstepGrid`): per step one
   batch of views is rendered and the teacher runs once for the whole group.
 
@@ -54,9 +54,9 @@ import tensorflow as tf  # noqa: E402
 
 import kdzoo  # noqa: E402
 import kdzoo.distill as kd  # noqa: E402
-from kdzoo import grid  # noqa: E402
+from kdzoo.train import grid  # noqa: E402
 from kdzoo.data import fashion_mnist  # noqa: E402
-from kdzoo.distill.teacher_cache import targets_from_cache  # noqa: E402
+from kdzoo.distill.funmatch.teacher_cache import targets_from_cache  # noqa: E402
 from kdzoo.models.fmnist import build_fmnist_cnn  # noqa: E402
 
 TEACHER_WIDTH = 52  # forward ~5x fmnist_cnn_w16's on CPU (reported as measured)

@@ -5,7 +5,7 @@ the paper's two shapes, student/teacher resolution 128/128 and 224/384
 (cross-resolution), trained through
 
 * ``funmatch``: ``kdzoo.FunMatchDistiller.fit`` with kdzoo's defaults
-  (``--precision auto``: ``kdzoo.precision`` picks bf16 where the hardware
+  (``--precision auto``: ``kdzoo.train.precision`` picks bf16 where the hardware
   has it natively, float32 elsewhere), on batches of precomputed views
   ``{"student": 128 px, "teacher": 384 px}``;
 * ``keras``: ``keras.distillation.Distiller`` + ``LogitsDistillation`` with its
@@ -22,7 +22,7 @@ memory of the timed windows (CPU: peak RSS, reset through
 shared baseline, so ``window_memory_growth_mb`` gives what a window added;
 GPU: TF's peak allocator bytes), and model FLOP
 utilisation: analytic FLOPs per image (2 x MACs of every conv/dense layer,
-``kdzoo.distill.early_exit.count_flops``; teacher forward + 3 x student
+``kdzoo.distill.self_distill.early_exit.count_flops``; teacher forward + 3 x student
 forward for the student's forward and backward) x images/s / the device's
 peak (``--peak_tflops``; estimated from cores x clock x SIMD width on a CPU,
 a table on known GPUs), and beside it ``fraction_of_matmul``: the same model
@@ -55,8 +55,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kdzoo import atomic, precision  # noqa: E402
-from kdzoo.distill.early_exit import count_flops  # noqa: E402
+from kdzoo import atomic  # noqa: E402
+from kdzoo.train import precision
+from kdzoo.distill.self_distill.early_exit import count_flops  # noqa: E402
 from kdzoo.distill.funmatch import FunMatchDistiller  # noqa: E402
 from kdzoo.models.bit import build_bit  # noqa: E402
 

@@ -16,7 +16,7 @@ Configurations: policy ``float32`` / ``mixed_bfloat16`` / ``mixed_float16`` x
 ``jit_compile`` False / True (``--quick``: a tiny BiT at 32 px, float32
 and bf16 without XLA). Models are built under each policy with the same weights;
 configurations alternate window by window; figures are medians after a
-warm-up window. ``auto`` is ``kdzoo.precision.resolve_precision("auto")``
+warm-up window. ``auto`` is ``kdzoo.train.precision.resolve_precision("auto")``
 without XLA (Keras' CPU default). Prints ONE JSON line: ``ratio`` = auto
 images/s / fastest images/s on the train workload (goal 0.95), the CPU flags
 that decided, and every configuration's figures.
@@ -32,7 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from kdzoo import precision  # noqa: E402
+from kdzoo.train import precision  # noqa: E402
 from kdzoo.distill.funmatch import FunMatchDistiller  # noqa: E402
 from kdzoo.models.bit import build_bit  # noqa: E402
 

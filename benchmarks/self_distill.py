@@ -33,10 +33,10 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kdzoo.data import fashion_mnist  # noqa: E402
-from kdzoo.distill import early_exit as ee  # noqa: E402
-from kdzoo.distill.exit_calibration import calibrate_thresholds  # noqa: E402
+from kdzoo.distill.self_distill import early_exit as ee  # noqa: E402
+from kdzoo.distill.self_distill.exit_calibration import calibrate_thresholds  # noqa: E402
 from kdzoo.distill.self_distill import SelfDistillation  # noqa: E402
-from kdzoo.registry import architectures  # noqa: E402
+from kdzoo.zoo.registry import architectures  # noqa: E402
 
 HEADS = ("light", "bottleneck")
 

@@ -14,7 +14,7 @@ The baseline is the same configuration run by the code at ``--baseline REF``
 windows alternate (now, baseline, now, baseline, ...) with a 2048^2 matmul window
 in this process between them, so load from other jobs on a shared machine hits all
 three alike. Per configuration: images/s (median of the timed windows), analytic
-GFLOPs per training image (``kdzoo.distill.early_exit.count_flops``: forward of the
+GFLOPs per training image (``kdzoo.distill.self_distill.early_exit.count_flops``: forward of the
 trained network x 3 for forward + backward, plus the teacher's forward where it runs
 in the step), ``fraction_of_matmul`` (model GFLOP/s / the matmul's, float32, the
 study's policy), CPU utilisation (worker process CPU seconds / wall seconds, of
@@ -99,7 +99,7 @@ def remove_tree(where):
 def train_gflops(config):
     """Analytic GFLOPs per training image of ``config`` (current tree's models)."""
     from kdzoo import load
-    from kdzoo.distill.early_exit import count_flops
+    from kdzoo.distill.self_distill.early_exit import count_flops
     from _study_worker import STUDY, _resnet18
     if config == "byot_resnet18":
         from kdzoo.distill.self_distill import SelfDistillation

@@ -5,10 +5,10 @@ from kdzoo import callbacks, data, distill, models  # noqa: F401  (registers arc
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
 from kdzoo.evaluation import evaluate
-from kdzoo.keras_hub import from_keras_hub
-from kdzoo.plain_keras import to_plain_keras
-from kdzoo.registry import list_models, model_info
-from kdzoo.zoo import load
+from kdzoo.zoo.keras_hub import from_keras_hub
+from kdzoo.zoo.plain_keras import to_plain_keras
+from kdzoo.zoo.registry import list_models, model_info
+from kdzoo.zoo.loader import load
 
 __version__ = "0.1.0"
 

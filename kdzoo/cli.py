@@ -63,7 +63,7 @@ def export(name, out, fmt):
     SavedModel folder; ``tflite``: a ``.tflite`` flatbuffer. Written atomically."""
     import kdzoo
     from kdzoo import atomic
-    from kdzoo.distill.exit_export import to_tflite
+    from kdzoo.distill.self_distill.exit_export import to_tflite
     if fmt == "plain" and not out.endswith(".keras"):
         raise ValueError(f"--format plain writes a .keras file; got OUT {out!r}.")
     if fmt == "saved_model" and os.path.exists(out):

@@ -54,8 +54,8 @@ def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
 
     Returns ``{"top1", "num_examples", "protocol"}``.
     """
-    from kdzoo.fit import eval_batches, eval_resize_small
-    from kdzoo.zoo import load
+    from kdzoo.train.fit import eval_batches, eval_resize_small
+    from kdzoo.zoo.loader import load
     net = load(model) if isinstance(model, str) else model
     size = int(image_size) if image_size is not None else _input_size(net)
     examples, spec = _examples(dataset, split, data_dir)

@@ -25,7 +25,7 @@ as their ``--autoaugment False``.
 from absl import app, flags
 
 import common
-from kdzoo.recipe import SelfDistillRecipe, run_self_distill_recipe
+from kdzoo.train.recipe import SelfDistillRecipe, run_self_distill_recipe
 
 ARCHS = ("cifar_vgg19_bn", "cifar_resnet18", "cifar_resnet50", "cifar_resnet101",
          "cifar_resnet152", "cifar_resnext29_8x64d", "cifar_wrn20_8", "cifar_wrn44_8",

@@ -12,7 +12,7 @@ import sys
 
 from absl import flags
 
-from kdzoo.recipe import SMOKE_EXAMPLES, maybe_mock_data  # noqa: F401  (for the recipes)
+from kdzoo.train.recipe import SMOKE_EXAMPLES, maybe_mock_data  # noqa: F401  (for the recipes)
 
 FLAGS = flags.FLAGS
 
@@ -37,7 +37,7 @@ COMMON_FLAGS = (
     ("integer", "seed", 0, "Seed of data order, augmentation and init."),
     ("enum", "mixed_precision", "auto", "Keras dtype policy; auto: mixed_bfloat16 where the "
      "hardware has native bf16 (GPU compute capability >= 8, TPU, CPU avx512_bf16/amx_bf16), "
-     "else float32 (kdzoo.precision).", ["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+     "else float32 (kdzoo.train.precision).", ["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
     ("bool", "deterministic", False, "Deterministic TF ops (slower): a resumed run then ends "
      "bit-identical to an uninterrupted one."),
     ("bool", "xla", False, "Compile the train step with XLA (jit_compile=True)."),
@@ -52,7 +52,7 @@ COMMON_FLAGS = (
     ("integer", "keep_checkpoints", 3, "Keep the newest N checkpoints."),
     ("bool", "overwrite", False, "Delete what --workdir holds (a run with other settings) and "
      "start over; without it, a workdir whose recorded settings differ is refused "
-     "(kdzoo.run_dir)."),
+     "(kdzoo.train.run_dir)."),
 )
 POSITIVE = {  # flag -> the message when it is not a positive integer
     "log_every_steps": "--log_every_steps must be a positive integer.",
@@ -103,21 +103,21 @@ def guarded(main):
 
 
 def run_flags(smoke):
-    """The step / checkpoint fields of a run, from the flags (:func:`kdzoo.recipe.run_flags`)."""
-    from kdzoo import recipe
+    """The step / checkpoint fields of a run, from the flags (:func:`kdzoo.train.recipe.run_flags`)."""
+    from kdzoo.train import recipe
     return recipe.run_flags(FLAGS, smoke)
 
 
 def dry_run(run, **names):
     """Print a run's plan as one JSON line (``kdzoo.train.plan``)."""
-    from kdzoo import recipe
+    from kdzoo.train import recipe
     recipe.print_plan(run, **names)
 
 
 def funmatch_app(recipe):
     """The ``main`` of a FunMatch recipe file: its config run with the flags."""
     def main(argv):
-        from kdzoo.recipe import run_funmatch_recipe
+        from kdzoo.train.recipe import run_funmatch_recipe
         del argv
         run_funmatch_recipe(recipe, FLAGS)
     return guarded(main)
@@ -142,7 +142,7 @@ FUNMATCH_FLAGS = (
 
 
 def define_funmatch_flags(student_default="bit_r50x1"):
-    from kdzoo import grid as grids
+    from kdzoo.train import grid as grids
     from kdzoo.distill import VARIANTS
     points = len(grids.expand_grid(grids.FUNMATCH_GRID))
     flags.register_validator(

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from kdzoo import study
+from kdzoo.train import study
 from kdzoo.atomic import atomic_path, write_json
 
 MODEL_FILE = {"FunMatchRun": "student.keras", "SupervisedRun": "model.keras"}
@@ -65,7 +65,7 @@ def _measure(run, images, labels, teacher_pred):
 
 
 def _exits(model, logits, labels):
-    from kdzoo.distill.early_exit import exit_flops
+    from kdzoo.distill.self_distill.early_exit import exit_flops
     flops = exit_flops(model)
     acc = [100 * float(np.mean(np.argmax(z, -1) == labels)) for z in logits]
     ensemble = 100 * float(np.mean(np.mean(np.stack(logits), 0).argmax(-1) == labels))
@@ -76,7 +76,7 @@ def _exits(model, logits, labels):
 def _models_info(s, images, labels):
     """Teacher (with its test predictions) and student: name, top-1, MFLOPs, params."""
     import kdzoo
-    from kdzoo.distill.early_exit import count_flops
+    from kdzoo.distill.self_distill.early_exit import count_flops
     teacher = kdzoo.load(s["teacher"])
     pred = teacher.predict(images, batch_size=1000, verbose=0).argmax(-1)
     student = kdzoo.load(s["student"], weights=None)
@@ -237,7 +237,7 @@ def export_best(summary, entries, command):
 
 
 def _export_one(summary, run, row, command):
-    from kdzoo.card_writer import export_card
+    from kdzoo.zoo.card_writer import export_card
     model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
     tag = row["method"].replace("/", "_")
     return export_card(

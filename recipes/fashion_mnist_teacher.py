@@ -51,7 +51,7 @@ def export(command):
     import keras
     import numpy as np
 
-    from kdzoo.card_writer import export_card
+    from kdzoo.zoo.card_writer import export_card
     from kdzoo.data import fashion_mnist
     images, labels = fashion_mnist.load("test", FLAGS.data_dir)
     evaluate = lambda m: 100 * float(np.mean(  # noqa: E731

@@ -8,7 +8,7 @@
 from absl import app, flags
 
 import common
-from kdzoo.recipe import FunMatchRecipe
+from kdzoo.train.recipe import FunMatchRecipe
 
 # The authors' settings: batch 512, 128 px, warm-up 1500, Adam + clip 1.0.
 PRESETS = {

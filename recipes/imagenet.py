@@ -17,7 +17,7 @@ same config at ``total_epochs=9600`` (2.9M steps; months on one accelerator).
 from absl import app, flags
 
 import common
-from kdzoo.recipe import FunMatchRecipe
+from kdzoo.train.recipe import FunMatchRecipe
 
 _BIT_I1K = dict(lr=3e-2, weight_decay=3e-4, temperature=1, batch_size=4096,
                 warmup_steps=5000, image_size=224)

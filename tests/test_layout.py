@@ -78,7 +78,7 @@ def test_no_import_cycles_in_kdzoo():
 
 def test_every_model_module_is_imported_and_registers_an_architecture():
     import kdzoo
-    from kdzoo import registry
+    from kdzoo.zoo import registry
     names = [m.name for m in pkgutil.iter_modules(kdzoo.models.__path__)
              if m.name not in ("common",)]
     registered = {a.builder.__module__ for a in registry.architectures().values()}
@@ -123,7 +123,7 @@ def test_recipes_are_configs_no_recipe_function_over_15_lines():
 
 def test_a_built_package_carries_the_top_level_model_cards(tmp_path):
     """The cards live in the repository's ``pretrained/``; ``setup.py`` must install them as
-    ``kdzoo/pretrained`` (where :mod:`kdzoo.registry` looks first), weights included."""
+    ``kdzoo/pretrained`` (where :mod:`kdzoo.zoo.registry` looks first), weights included."""
     import subprocess
     import sys
     subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(tmp_path)],

@@ -203,8 +203,8 @@ def check_outputs_logits(model, role):
 
 
 def guard_callbacks(callbacks, enabled=True):
-    """``callbacks`` with :class:`kdzoo.checkpointing.StopOnNonFiniteLoss` first."""
-    from kdzoo.checkpointing import StopOnNonFiniteLoss
+    """``callbacks`` with :class:`kdzoo.train.checkpointing.StopOnNonFiniteLoss` first."""
+    from kdzoo.train.checkpointing import StopOnNonFiniteLoss
     callbacks = list(callbacks or [])
     if enabled and not any(isinstance(c, StopOnNonFiniteLoss) for c in callbacks):
         callbacks.insert(0, StopOnNonFiniteLoss())
@@ -216,7 +216,7 @@ class CheckedInputs:
 
     ``fit`` and ``evaluate`` check labels and images as above; ``fit`` also stops
     at the first non-finite loss, naming the epoch and step
-    (:class:`kdzoo.checkpointing.NonFiniteLossError`), before any callback can
+    (:class:`kdzoo.train.checkpointing.NonFiniteLossError`), before any callback can
     save the broken weights; ``fit(..., stop_on_non_finite_loss=False)`` turns
     that off.
     """

@@ -26,7 +26,7 @@ import keras
 from keras import ops
 
 from kdzoo.distill.losses import check_ensemble, distill_per_example, tempered_probs
-from kdzoo.distill.self_distill_losses import l2_distance, mean_squared_hint
+from kdzoo.distill.self_distill.losses import l2_distance, mean_squared_hint
 
 HINT_FORMS = {"official": l2_distance, "feature_maps": mean_squared_hint}
 

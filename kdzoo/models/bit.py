@@ -1,6 +1,6 @@
 """BiT ResNet-v2 (Kolesnikov et al. 2020): GroupNorm + weight-standardised convs.
 
-Exactly the layout the published checkpoints need (``kdzoo.convert.bit_npz``
+Exactly the layout the published checkpoints need (``kdzoo.zoo.convert.bit_npz``
 maps their keys onto these layer names): a 7x7/2 stem conv with no norm, a
 3x3/2 max-pool with one pixel of padding (zeros or -inf: see
 :data:`STEM_POOL_PADDINGS`), pre-activation bottleneck units whose projection
@@ -15,7 +15,7 @@ import numpy as np
 from keras import ops
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 GN_GROUPS = 32

@@ -19,7 +19,7 @@ from keras import ops
 
 from kdzoo.models.cifar_resnet import bn, conv, preprocess, relu
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 
 @keras.saving.register_keras_serializable(package="kdzoo")

@@ -19,7 +19,7 @@ BN moving statistics are not parameters) of the 100-class model.
 import keras
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9

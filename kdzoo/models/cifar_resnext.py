@@ -14,7 +14,7 @@ import keras
 
 from kdzoo.models.cifar_resnet import bn, conv, preprocess, relu
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 
 def _unit(x, out_channels, stride, cardinality, base_width, widen_factor, name):

@@ -11,7 +11,7 @@ import keras
 
 from kdzoo.models.cifar_resnet import BN_EPSILON, BN_MOMENTUM, preprocess
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 VGG19_CFG = ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512),
              (512, 512, 512, 512))

@@ -12,7 +12,7 @@ the student (``fmnist_cnn_w16``: 16-32-64, ~0.07M params). Sections end in
 import keras
 
 from kdzoo.models.common import classifier_top, image_input, stage_marker
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 
 def build_fmnist_cnn(width=32, num_classes=10, include_top=True, input_shape=(28, 28, 1),

@@ -19,7 +19,7 @@ from ``keras.applications`` would not match the re-wired top anyway.
 import keras
 
 from kdzoo.models import common
-from kdzoo.registry import register
+from kdzoo.zoo.registry import register
 
 # Block outputs that end the sections at strides 4, 8 and 16 (stride 32 is the
 # backbone's output). Names are fixed by keras.applications' MobileNetV3 code.

@@ -128,7 +128,7 @@ def test_cutout_zeroes_one_clipped_16px_square_around_a_uniform_centre():
 
 
 def _cifar_batch(**augmentation):
-    from kdzoo.distill.stream import labeled_stream
+    from kdzoo.data.stream import labeled_stream
     images = np.full([16, 32, 32, 3], 200, np.uint8)
     examples = tf.data.Dataset.from_tensor_slices((images, np.arange(16) % 10))
     stream = labeled_stream(examples, num_classes=10, image_size=32, batch_size=16, seed=0,

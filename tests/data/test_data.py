@@ -383,7 +383,7 @@ def _np_bilinear(img, out):
 
 def test_inception_crop_views_are_plain_bilinear_like_big_vision():
     from kdzoo.data import augment
-    from kdzoo.distill.views import ViewMaker
+    from kdzoo.distill.funmatch.views import ViewMaker
     image = np.random.default_rng(3).integers(0, 256, size=(90, 120, 3), dtype=np.uint8)
     for variant in ("same/ic", "funmatch", "ind/ic"):
         vm = ViewMaker(variant, 24, seed=5, flip=False)
@@ -399,7 +399,7 @@ def test_inception_crop_views_are_plain_bilinear_like_big_vision():
 
 
 def test_short_side_crops_use_area_resampling_like_resize_small():
-    from kdzoo.distill.views import ViewMaker
+    from kdzoo.distill.funmatch.views import ViewMaker
     image = np.random.default_rng(4).integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
     # crop_fraction 0.8 of the 40 px short side: a 32 px square, rendered at 16 = 2x2 means.
     vm = ViewMaker("fix/cc", 16, seed=0, crop_fraction=0.8)

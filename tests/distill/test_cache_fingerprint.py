@@ -8,7 +8,7 @@ import tensorflow as tf
 
 import kdzoo
 from kdzoo.distill import cache_teacher
-from kdzoo.distill.fingerprint import weights_fingerprint
+from kdzoo.distill.funmatch.fingerprint import weights_fingerprint
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.errors import CheckpointError
 

@@ -20,7 +20,7 @@ import kdzoo.distill as kd
 from kdzoo.data import augment
 from kdzoo.distill import losses
 from kdzoo.distill.funmatch import FunMatchDistiller
-from kdzoo.distill.views import ViewMaker
+from kdzoo.distill.funmatch.views import ViewMaker
 from reference.views import views_and_boxes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -525,7 +525,7 @@ def test_paper_optimizer_schedule_clip_and_kernel_only_decay():
 @pytest.mark.slow
 def test_mobilenet_v3_students_are_registered_and_distil():
     from kdzoo.models.common import stage_names
-    from kdzoo.registry import architectures
+    from kdzoo.zoo.registry import architectures
 
     archs = architectures()
     for name in ("mobilenet_v3_small", "mobilenet_v3_large"):

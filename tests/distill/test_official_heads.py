@@ -13,7 +13,7 @@ import pytest
 
 import keras
 
-from kdzoo.distill.official_heads import official_exit
+from kdzoo.distill.self_distill.official_heads import official_exit
 from kdzoo.distill.self_distill import SelfDistillation
 from kdzoo.models.common import stage_marker
 

@@ -6,7 +6,7 @@ Run: python -m pytest tests/distill/test_precision.py -q
 import keras
 import pytest
 
-from kdzoo import precision
+from kdzoo.train import precision
 from kdzoo.train import set_precision
 
 # /proc/cpuinfo excerpts (flags abridged to the relevant tail).

@@ -8,10 +8,10 @@ import tensorflow as tf
 
 import keras
 
-from kdzoo.distill import early_exit as ee
-from kdzoo.distill import exit_calibration as calib
+from kdzoo.distill.self_distill import early_exit as ee
+from kdzoo.distill.self_distill import exit_calibration as calib
 from kdzoo.distill.self_distill import SelfDistillation, self_distillation_terms
-from kdzoo.registry import architectures
+from kdzoo.zoo.registry import architectures
 
 
 def tiny_backbone(num_classes=10, channels=3, base_width=4):
@@ -446,8 +446,8 @@ def test_tflite_conversion_matches(model, images):
 
 
 def test_no_prints_in_library():
-    import kdzoo.distill.early_exit as a
-    import kdzoo.distill.self_distill as b
+    import kdzoo.distill.self_distill.early_exit as a
+    import kdzoo.distill.self_distill.distiller as b
     for module in (a, b):
         with open(module.__file__) as f:
             assert "print(" not in f.read()
@@ -487,7 +487,7 @@ def test_early_exit_with_empty_deeper_sections(onednn):
 def test_torch_sgd_matches_a_hand_computed_pytorch_update():
     """Two steps of torch.optim.SGD(lr, momentum=0.9, weight_decay=5e-4) by hand:
     g = grad + wd * w; buf = momentum * buf + g (buf = g first); w -= lr * buf."""
-    from kdzoo.distill.torch_sgd import TorchSGD
+    from kdzoo.optim.torch_sgd import TorchSGD
     rng = np.random.RandomState(7)
     x, y = rng.randn(8, 3), rng.randn(8, 2)
     w0, b0 = rng.randn(3, 2), rng.randn(2)
@@ -525,7 +525,7 @@ def test_torch_sgd_matches_a_hand_computed_pytorch_update():
 
 
 def test_official_schedule_is_train_py_epoch_loop():
-    from kdzoo.distill.torch_sgd import official_schedule
+    from kdzoo.optim.torch_sgd import official_schedule
     spe = 3
     schedule = official_schedule(spe, epochs=250, learning_rate=0.1)
     # train.py: lr /= 10 at the start of epochs 250 // 3 = 83, 500 // 3 = 166, 240
@@ -591,7 +591,7 @@ def test_conference_hint_is_squared_l2_of_pooled_features():
 
 @pytest.mark.slow
 def test_version_switch_sets_heads_hint_data_and_schedule_together():
-    from kdzoo.distill import byot_versions
+    from kdzoo.distill.self_distill import byot_versions
     journal = SelfDistillation(tiny_backbone(), num_classes=10, version="journal")
     assert (journal.head, journal.hint, journal.hint_exits) == ("official", "official", [1, 2])
     names = {layer.name for layer in journal.network.layers}
@@ -644,7 +644,7 @@ def test_exit_report_selects_best_on_heldout_and_labels_the_test_selected_best(t
     """train.py 203-208 keeps the best *test* ensemble accuracy; the report's best_epoch
     is chosen on the held-out split, the test-selected figure is kept but labelled."""
     import json
-    from kdzoo.distill.exit_reporting import ExitAccuracyReport
+    from kdzoo.distill.self_distill.exit_reporting import ExitAccuracyReport
     path = str(tmp_path / "exit_accuracy.json")
     # epoch:        1     2     3
     script = {"val": [0.60, 0.55, 0.58], "test": [0.50, 0.70, 0.52]}
@@ -682,7 +682,8 @@ def test_exit_report_selects_best_on_heldout_and_labels_the_test_selected_best(t
 def test_exit_report_reads_every_exit_of_a_real_model(images, tmp_path):
     """Inside model.fit (evaluate nested in on_epoch_end), with a real SelfDistillation."""
     import json
-    from kdzoo.distill.exit_reporting import ExitAccuracyReport, _accuracies, callbacks_for
+    from kdzoo.distill.self_distill.exit_reporting import (ExitAccuracyReport, _accuracies,
+                                                           callbacks_for)
     model = SelfDistillation(tiny_backbone(), num_classes=10)
     model.compile(optimizer="sgd")
     labels = np.arange(len(images)) % 10

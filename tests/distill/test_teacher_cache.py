@@ -16,8 +16,8 @@ import tensorflow as tf
 import kdzoo.distill as kd
 from kdzoo.data import fashion_mnist
 from kdzoo.distill.funmatch import FunMatchDistiller
-from kdzoo.distill.teacher_cache import (open_teacher_cache, targets_from_cache,
-                                         teacher_fingerprint)
+from kdzoo.distill.funmatch.teacher_cache import (open_teacher_cache, targets_from_cache,
+                                                  teacher_fingerprint)
 from kdzoo.errors import CheckpointError
 
 # Counts the images the teacher runs on. Global (not a layer weight) so that it
@@ -333,7 +333,7 @@ def test_header_records_the_stream(caches, teacher):
 
 # ------------------------------------------------ one cache for the whole grid ---
 def test_grid_axes_and_sharing_groups():
-    from kdzoo import grid
+    from kdzoo.train import grid
     assert len(grid.expand_grid(grid.AUTHORS_SWEEP)) == 3 * 3 * 4 * 5  # bigsweep_food_sun
     swept = grid.with_epochs(grid.FUNMATCH_GRID, (1000, 3000))
     points = grid.expand_grid(swept)
@@ -352,7 +352,7 @@ def test_grid_axes_and_sharing_groups():
 
 @pytest.mark.slow
 def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
-    from kdzoo import grid
+    from kdzoo.train import grid
     points = grid.expand_grid({"epochs": (1, 2), "lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
 
     make = functools.partial(grid_point, teacher)
@@ -374,7 +374,7 @@ def test_one_cache_serves_every_grid_point(teacher, images, tmp_path):
 
 @pytest.mark.slow
 def test_lockstep_points_equal_their_own_runs_with_one_teacher_pass(teacher, images):
-    from kdzoo import grid
+    from kdzoo.train import grid
     points = grid.expand_grid({"lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)})
 
     make = functools.partial(grid_point, teacher)
@@ -392,7 +392,7 @@ def test_lockstep_points_equal_their_own_runs_with_one_teacher_pass(teacher, ima
 
 
 def test_lockstep_refuses_points_that_do_not_share_views(teacher):
-    from kdzoo.distill.lockstep import LockstepGrid
+    from kdzoo.distill.funmatch.lockstep import LockstepGrid
     with pytest.raises(ValueError, match=r"differs from point 0 in \['seed'\]"):
         LockstepGrid([distiller(teacher, seed=3), distiller(teacher, seed=4)])
     other = FunMatchDistiller(cnn(8, 5, "other_teacher"), cnn(4, 2, "student"),

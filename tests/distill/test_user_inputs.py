@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdzoo.distill.early_exit import EarlyExit
+from kdzoo.distill.self_distill.early_exit import EarlyExit
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
-from kdzoo.registry import architectures
+from kdzoo.zoo.registry import architectures
 
 
 def tiny(classes=5, size=16, name=None):

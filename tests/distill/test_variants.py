@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 
 from kdzoo.distill import VARIANTS
-from kdzoo.distill.variants import VARIANT_TABLE, get_variant
-from kdzoo.distill.views import ViewMaker
+from kdzoo.distill.funmatch.variants import VARIANT_TABLE, get_variant
+from kdzoo.distill.funmatch.views import ViewMaker
 from reference.views import views_and_boxes
 
 ROWS = {row.name: row for row in VARIANT_TABLE}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kdzoo
-from kdzoo import registry
+from kdzoo.zoo import registry
 from kdzoo.data import fashion_mnist
 from kdzoo.errors import CheckpointError
 

@@ -1,4 +1,4 @@
-"""kdzoo.distribute: strategy names, batch splitting, logical CPUs, mirrored and
+"""kdzoo.train.distribute: strategy names, batch splitting, logical CPUs, mirrored and
 multi-worker training in subprocesses (loopback addresses only)."""
 
 import json
@@ -11,7 +11,7 @@ import textwrap
 import pytest
 import tensorflow as tf
 
-from kdzoo import distribute
+from kdzoo.train import distribute
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-fast` skips this file
 

@@ -16,10 +16,14 @@ import pytest
 import tensorflow as tf
 
 import kdzoo
-from kdzoo import data, distribute, grid, train
+from kdzoo import data
+from kdzoo.train import distribute, grid, runner as train
 from kdzoo.data import augment, fashion_mnist
 from kdzoo.data.pipeline import DatasetNotFoundError
-from kdzoo.distill import early_exit, exit_calibration, losses, optim, views
+from kdzoo.distill.self_distill import early_exit, exit_calibration
+from kdzoo.distill import losses
+from kdzoo.optim import paper_adam as optim
+from kdzoo.distill.funmatch import views
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 F = kdzoo.FunMatchDistiller
@@ -413,7 +417,7 @@ def test_good_labels_and_images_still_evaluate(env):
 def test_non_finite_loss_stops_user_fit_naming_the_step_and_keeps_good_weights(tmp_path):
     import keras
 
-    from kdzoo.checkpointing import NonFiniteLossError
+    from kdzoo.train.checkpointing import NonFiniteLossError
     keras.utils.set_random_seed(0)
     sd = SD(kdzoo.load("fmnist_cnn_w16", weights=None), num_classes=10)
     sd.compile(optimizer=keras.optimizers.SGD(1e30))  # diverges within a few steps

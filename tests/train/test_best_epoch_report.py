@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from kdzoo.distill.exit_reporting import ExitAccuracyReport, metrics_entries
+from kdzoo.distill.self_distill.exit_reporting import ExitAccuracyReport, metrics_entries
 
 
 class _Fed:
@@ -56,7 +56,7 @@ def test_a_model_without_accuracy_metrics_is_a_clear_error(tmp_path):
 
 def test_the_report_is_on_for_self_distillation_and_opt_in_for_other_models():
     import keras
-    from kdzoo.distill.exit_reporting import callbacks_for
+    from kdzoo.distill.self_distill.exit_reporting import callbacks_for
     plain = keras.Sequential([keras.layers.Dense(2)])
     assert callbacks_for(plain, type("Run", (), {"best_epoch_report": None})()) == []
     assert callbacks_for(plain, type("Run", (), {"best_epoch_report": False})()) == []

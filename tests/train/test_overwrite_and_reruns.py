@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from kdzoo import run_dir, study
+from kdzoo.train import run_dir, study
 from kdzoo.errors import RecipeError, SettingsMismatchError
 
 BASE = {"dataset": "pets", "lr": 3e-3, "seed": 0, "batch_size": 4, "epochs": 1}
@@ -100,7 +100,7 @@ def _supervised(workdir, **changes):
 def _finish(run):
     """A finished run as run_supervised leaves it: its record (with the runner's derived
     keys, e.g. the resolved precision), then its metrics."""
-    from kdzoo.train import _settings
+    from kdzoo.train.runner import _settings
     settings, defaults = _settings(run, "float32")
     assert "precision" in settings
     run_dir.claim(run.workdir, settings, defaults=defaults).release()
@@ -157,7 +157,7 @@ def _options(workdir, **changes):
 
 
 def _pets():
-    from kdzoo.recipe import FunMatchRecipe
+    from kdzoo.train.recipe import FunMatchRecipe
     return FunMatchRecipe("pets", "unused", {"fast": dict(epochs=1, lr=1e-2,
                                                            weight_decay=1e-3, temperature=5)})
 
@@ -165,7 +165,7 @@ def _pets():
 @pytest.mark.parametrize("grid_index", [None, 0])
 def test_a_batch_larger_than_the_data_is_refused_before_the_workdir_is_claimed(
         tmp_path, grid_index):
-    from kdzoo.recipe import run_funmatch_recipe
+    from kdzoo.train.recipe import run_funmatch_recipe
     workdir = tmp_path / "run"
     with pytest.raises(RecipeError) as info:
         run_funmatch_recipe(_pets(), _options(workdir, batch_size=16, grid_index=grid_index))
@@ -176,7 +176,7 @@ def test_a_batch_larger_than_the_data_is_refused_before_the_workdir_is_claimed(
 @pytest.mark.slow
 def test_the_smoke_recipe_with_overwrite_keeps_a_foreign_folder(tmp_path):
     """The issue's command, in process: pets --smoke --overwrite --workdir D."""
-    from kdzoo.recipe import run_funmatch_recipe
+    from kdzoo.train.recipe import run_funmatch_recipe
     (tmp_path / "thesis.tex").write_text("x")
     with pytest.raises(SettingsMismatchError, match="thesis.tex"):
         run_funmatch_recipe(_pets(), _options(tmp_path, overwrite=True))
@@ -187,8 +187,8 @@ def test_the_smoke_recipe_with_overwrite_keeps_a_foreign_folder(tmp_path):
 @pytest.mark.slow
 def test_a_grid_teacher_cache_is_rebuilt_for_a_longer_schedule_and_on_overwrite(
         tmp_path, capsys):
-    from kdzoo.distill.teacher_cache import open_teacher_cache
-    from kdzoo.recipe import GRID_CACHE, run_funmatch_recipe
+    from kdzoo.distill.funmatch.teacher_cache import open_teacher_cache
+    from kdzoo.train.recipe import GRID_CACHE, run_funmatch_recipe
     cache = tmp_path / GRID_CACHE
     run_funmatch_recipe(_pets(), _options(tmp_path, grid_index=0, epochs=2))
     assert open_teacher_cache(str(cache)).epochs == (0, 2)  # 8 images, batch 4: 2 steps each
@@ -197,7 +197,7 @@ def test_a_grid_teacher_cache_is_rebuilt_for_a_longer_schedule_and_on_overwrite(
     assert open_teacher_cache(str(cache)).epochs == (0, 4)
     assert "Rebuilding the grid's teacher cache" in capsys.readouterr().out
     before = os.stat(cache).st_mtime_ns
-    from kdzoo import recipe
+    from kdzoo.train import recipe
     options = _options(tmp_path, epochs=4, overwrite=True)
     base = recipe.funmatch_base(_pets(), options)
     with recipe.maybe_mock_data(True):

@@ -11,7 +11,7 @@ import types
 import pytest
 
 from kdzoo.errors import RecipeError
-from kdzoo.recipe import FunMatchRecipe, run_funmatch_recipe
+from kdzoo.train.recipe import FunMatchRecipe, run_funmatch_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRESETS = {"fast": dict(epochs=10, lr=1e-2, weight_decay=1e-3, temperature=5)}

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from kdzoo import run_dir
+from kdzoo.train import run_dir
 from kdzoo.errors import SettingsMismatchError, WorkdirInUseError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,7 +79,7 @@ def test_unreadable_record_is_refused_naming_the_file(tmp_path):
 def test_settings_are_described_the_same_in_every_process():
     import kdzoo
     a = run_dir.describe(functools.partial(kdzoo.load, "bit_r50x1", num_classes=3))
-    assert a == {"callable": "kdzoo.zoo.load", "args": ["bit_r50x1"],
+    assert a == {"callable": "kdzoo.zoo.loader.load", "args": ["bit_r50x1"],
                  "kwargs": {"num_classes": 3}}
     assert "0x" not in run_dir.describe(object())
     assert run_dir.describe((1, 2.5)) == [1, 2.5]
@@ -183,4 +183,4 @@ def test_recipe_rerun_with_other_settings_is_refused_and_epochs_may_grow(tmp_pat
     assert json.load(open(tmp_path / "config.json"))["reruns"][0]["changed"] == {
         "epochs": [1, 2]}
     # --overwrite is test_overwrite_deletes_the_old_run_and_records_the_new_settings (the
-    # same kdzoo.run_dir call the recipe makes), without a fourth recipe process here.
+    # same kdzoo.train.run_dir call the recipe makes), without a fourth recipe process here.

@@ -14,7 +14,7 @@ import shutil
 import keras
 import pytest
 
-import kdzoo.precision
+import kdzoo.train.precision
 from kdzoo.errors import SettingsMismatchError
 from kdzoo.models.bit import tiny_bit
 
@@ -38,8 +38,8 @@ def _weights_file(path, seed):
 
 def _machine(monkeypatch, flags):
     """Make ``mixed_precision="auto"`` see a machine with these CPU flags and no GPU."""
-    monkeypatch.setattr(kdzoo.precision, "read_cpu_flags", lambda *a, **k: set(flags))
-    monkeypatch.setattr(kdzoo.precision, "detect_accelerators", lambda: [])
+    monkeypatch.setattr(kdzoo.train.precision, "read_cpu_flags", lambda *a, **k: set(flags))
+    monkeypatch.setattr(kdzoo.train.precision, "detect_accelerators", lambda: [])
 
 
 def _run(workdir, teacher_weights, **changes):

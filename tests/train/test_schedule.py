@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdzoo import checkpointing
+from kdzoo.train import checkpointing
 from kdzoo.distill import FunMatchDistiller
-from kdzoo.distill import stream as streams
+from kdzoo.data import stream as streams
 from kdzoo.train import make_schedule
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdzoo import study
+from kdzoo.train import study
 from kdzoo.data.subset import balanced_indices, balanced_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

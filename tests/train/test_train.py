@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from kdzoo import checkpointing, grid
+from kdzoo.train import checkpointing, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
@@ -58,7 +58,7 @@ def _student_weights(workdir):
 
 MIRRORED = r"""
 import sys, numpy as np
-from kdzoo.distribute import configure_logical_cpus
+from kdzoo.train.distribute import configure_logical_cpus
 configure_logical_cpus(2)
 import tensorflow_datasets as tfds
 from kdzoo.train import FunMatchRun, run_funmatch
@@ -147,7 +147,7 @@ def test_grid_index_runs_one_point_and_prints_the_summary(tmp_path):
                                     "--workdir", str(tmp_path)), env=ENV, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    # one point's directory, the grid's shared settings (kdzoo.run_dir.check_grid) and
+    # one point's directory, the grid's shared settings (kdzoo.train.run_dir.check_grid) and
     # the grid's one teacher cache, which the point trained from
     assert sorted(os.listdir(tmp_path)) == ["grid.json", "point-042", "teacher.tcache",
                                             "teacher.tcache.lock"]
@@ -320,7 +320,7 @@ def test_a_teacher_cache_too_big_for_the_disk_is_refused_before_the_teacher_runs
     import shutil
     import types
 
-    from kdzoo import train
+    from kdzoo.train import runner as train
     from kdzoo.errors import RecipeError
 
     distiller = types.SimpleNamespace(num_classes=102, teachers=[object()])

@@ -54,11 +54,11 @@ import numpy as np
 import pytest
 
 import kdzoo
-from kdzoo import registry, zoo
-from kdzoo.convert.bit_npz import _keys_for_layer
+from kdzoo.zoo import registry, loader as zoo
+from kdzoo.zoo.convert.bit_npz import _keys_for_layer
 from kdzoo.distill import cache_teacher
 from kdzoo.distill.funmatch import FunMatchDistiller
-from kdzoo.distill.teacher_cache import _TRAILER
+from kdzoo.distill.funmatch.teacher_cache import _TRAILER
 from kdzoo.errors import CheckpointError, DownloadError
 from kdzoo.models.bit import build_bit
 

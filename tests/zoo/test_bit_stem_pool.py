@@ -15,7 +15,7 @@ import pytest
 import kdzoo
 from kdzoo.errors import ModelCardError
 from kdzoo.models import bit
-from kdzoo.plain_keras import to_plain_keras
+from kdzoo.zoo.plain_keras import to_plain_keras
 
 
 def numpy_pool(x, pad_value):
@@ -85,7 +85,7 @@ def has_zero_pool_pad(model):
 
 @pytest.mark.slow
 def test_cards_follow_their_trainer_and_the_caller_may_override():
-    cards_dir = os.path.join(os.path.dirname(kdzoo.registry.__file__), os.pardir, "pretrained")
+    cards_dir = os.path.join(os.path.dirname(kdzoo.zoo.registry.__file__), os.pardir, "pretrained")
     with open(os.path.join(cards_dir, "bit_r50x1.funmatch_in1k_224.json")) as f:
         assert json.load(f)["build_options"] == {"stem_pool_padding": "neg_inf"}
     assert not has_zero_pool_pad(kdzoo.load("resnet50_funmatch_imagenet", weights=None))
@@ -99,14 +99,14 @@ def test_cards_follow_their_trainer_and_the_caller_may_override():
 
 def test_a_card_whose_build_options_is_not_an_object_is_refused():
     with pytest.raises(ModelCardError, match="build_options must be a JSON object"):
-        kdzoo.zoo._build_options({"name": "x.y", "build_options": ["neg_inf"]}, None)
+        kdzoo.zoo.loader._build_options({"name": "x.y", "build_options": ["neg_inf"]}, None)
     with pytest.raises(TypeError, match="build_options must be a dict"):
-        kdzoo.zoo._build_options(None, "neg_inf")
+        kdzoo.zoo.loader._build_options(None, "neg_inf")
 
 
 @pytest.mark.slow
 def test_recipe_students_are_built_as_big_vision_builds_them():
-    from kdzoo.recipe import load_student
+    from kdzoo.train.recipe import load_student
     student = load_student("bit_r50x1", None, num_classes=5, input_shape=(64, 64, 3))
     assert not has_zero_pool_pad(student)
     assert not np.any(student.get_layer("head").get_weights()[0])  # bit_paper's zero head

@@ -17,7 +17,7 @@ import shutil
 import pytest
 
 import kdzoo
-from kdzoo import download_cache, registry
+from kdzoo.zoo import download_cache, registry
 from kdzoo.errors import DownloadError, ModelCardError
 
 GOOD = "fmnist_cnn_w16.kdzoo_small_funmatch"

@@ -23,7 +23,7 @@ from reference import cifar_param_counts as counts
 from kdzoo.models import (cifar_pyramidnet, cifar_resnet, cifar_resnext, cifar_vgg,
                           cifar_wrn)
 from kdzoo.models.common import stage_names
-from kdzoo.registry import architectures
+from kdzoo.zoo.registry import architectures
 
 EXPECTED = {
     "cifar_vgg19_bn": (20_086_692, 4),

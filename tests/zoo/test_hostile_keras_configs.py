@@ -20,7 +20,7 @@ import keras
 import pytest
 
 import kdzoo
-from kdzoo.convert.headers import check_keras_archive
+from kdzoo.zoo.convert.headers import check_keras_archive
 from kdzoo.errors import CheckpointError
 from kdzoo.models.bit import build_bit
 

@@ -44,7 +44,7 @@ print("OUT", hashlib.sha256(np.asarray(model(images, training=False)).tobytes())
 
 def _tiny_npz(path):
     """A tiny BiT checkpoint in big_vision's published .npz layout, random values."""
-    from kdzoo.convert.bit_npz import _keys_for_layer
+    from kdzoo.zoo.convert.bit_npz import _keys_for_layer
     from kdzoo.models.bit import build_bit
     # The processes' card is a copy of a FunMatch card: -inf stem max-pool padding.
     model = build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", num_classes=10,
@@ -108,7 +108,7 @@ def test_parallel_first_loads_all_succeed_and_share_one_download(tmp_path):
         assert proc.returncode == 0, err[-3000:]
 
     # The expected outputs, independently: the same arrays assigned by key, here.
-    from kdzoo.convert.bit_npz import load_bit_npz
+    from kdzoo.zoo.convert.bit_npz import load_bit_npz
     load_bit_npz(model, str(npz))
     images = np.random.default_rng(5).integers(0, 256, (2, 32, 32, 3)).astype("float32")
     expected = hashlib.sha256(np.asarray(model(images, training=False)).tobytes()).hexdigest()

@@ -19,10 +19,10 @@ import pytest
 import tensorflow as tf
 
 import kdzoo
-from kdzoo.distill.early_exit import to_tflite
+from kdzoo.distill.self_distill.early_exit import to_tflite
 from kdzoo.models.bit import StandardizedConv2D, build_bit
 from kdzoo.models.cifar_pyramidnet import cifar_pyramidnet
-from kdzoo.plain_keras import custom_layers
+from kdzoo.zoo.plain_keras import custom_layers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RNG = np.random.default_rng(0)

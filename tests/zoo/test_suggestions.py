@@ -6,7 +6,7 @@ import re
 import pytest
 
 import kdzoo
-from kdzoo.suggest import suggest
+from kdzoo.zoo.suggest import suggest
 
 
 def _suggested(name):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import kdzoo
-from kdzoo import registry, zoo
+from kdzoo.zoo import registry, loader as zoo
 from kdzoo.errors import CheckpointError, DownloadError
 from reference.bit_reference import (bit_checkpoint_shapes, bit_forward, random_bit_checkpoint,
                            to_big_vision)
@@ -133,7 +133,7 @@ def test_parameter_counts_match_the_published_layout(depth, width):
 
 @pytest.mark.slow
 def test_scratch_students_get_bit_papers_zero_head(images):
-    from kdzoo.recipe import load_student
+    from kdzoo.train.recipe import load_student
     from kdzoo.models.bit import build_bit, zero_init_head
 
     # big_vision models/bit_paper.py: head_zeroinit=True (kernel and bias zero).
@@ -312,9 +312,9 @@ def test_architecture_without_weights_says_which_checkpoints_exist():
 
 
 def test_readme_model_table_is_generated_from_the_cards():
-    from kdzoo.cards_table import markdown_table
+    from kdzoo.zoo.cards_table import markdown_table
     readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
     block = re.search(r"<!-- models:start -->\n(.*?)<!-- models:end -->", readme, re.S)
     assert block, "README.md lacks the generated model table markers"
     assert block.group(1).strip() == markdown_table().strip(), (
-        "README model table is stale: run `python -m kdzoo.cards_table --write README.md`")
+        "README model table is stale: run `python -m kdzoo.zoo.cards_table --write README.md`")

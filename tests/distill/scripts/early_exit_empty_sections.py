@@ -10,7 +10,7 @@ import keras
 import numpy as np
 
 import kdzoo
-from kdzoo.distill import early_exit as ee
+from kdzoo.distill.self_distill import early_exit as ee
 from kdzoo.distill.self_distill import SelfDistillation
 
 results = []

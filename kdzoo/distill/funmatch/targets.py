@@ -1,0 +1,139 @@
+"""Where a FunMatch student's targets come from: the online teacher, fixed targets, a cache.
+
+One contract for all three: a train batch either carries ``"targets"`` (tempered
+teacher probabilities ``[B, K]``, or ``[B, M, K]`` for ``M`` teachers) or it does
+not, and then :func:`batch_targets` runs the teacher on the batch's teacher view.
+
+* **Online** (``same/*``, ``ind/*``, ``funmatch``): the teacher runs in every
+  train step on the view the variant gives it.
+* **Fixed** (``fix/*``): the teacher runs once per training image, before
+  training (:func:`compute_fixed_targets`; the bounded-memory crop streaming is
+  :mod:`kdzoo.distill.funmatch.fixed_targets`); :func:`fixed_targets_for` reuses them while
+  the same images and temperature are trained on, and the stream zips row ``i``
+  with image ``i`` before shuffling.
+* **Cached** (the per-view variants, teacher run ahead of time by
+  :func:`kdzoo.distill.cache_teacher`): :func:`use_cache` checks that a cache file
+  fits the distiller, and :func:`with_cached_targets` zips its targets into the
+  stream, in order.
+
+Keeping the choice here lets :mod:`kdzoo.distill.funmatch.teacher_cache` be only the file
+format, and :mod:`kdzoo.data.stream` only the order of images.
+"""
+
+import tensorflow as tf
+from keras import ops
+
+from kdzoo.data import stream
+from kdzoo.distill.funmatch.fingerprint import architecture_fingerprint, weights_fingerprint
+from kdzoo.distill.funmatch.views import check_number
+from kdzoo.errors import CheckpointError
+
+__all__ = ["batch_targets", "compute_fixed_targets", "fixed_targets_for", "use_cache",
+           "with_cached_targets", "check_cache_fits"]
+
+
+def batch_targets(distiller, batch):
+    """The targets of one train batch: the batch's own (fixed, cached) or the teacher's."""
+    if "targets" in batch:
+        return ops.cast(batch["targets"], "float32")
+    return distiller.teacher_member_probs(batch.get("teacher", batch["student"]))
+
+
+# -- fixed ------------------------------------------------------------------------
+def compute_fixed_targets(distiller, images, batch_size=64):
+    """The body of :meth:`FunMatchDistiller.prepare_targets` (see there)."""
+    from kdzoo.distill.funmatch.fixed_targets import compute_fixed_targets as compute
+
+    if not distiller.views.fixed:
+        raise ValueError(f"Variant {distiller.variant!r} has no fixed targets; only "
+                         "fix/rs, fix/cc and fix/ic_ens do.")
+    batch_size = int(check_number(batch_size, "batch_size", minimum=1,
+                                  hint=" It is the teacher's batch in views."))
+    dataset = stream.image_dataset(images, distiller.channels, distiller.image_size)
+    n = stream.count(dataset)
+    if n is None:
+        raise ValueError(f"{distiller.variant} needs a finite train dataset: its targets "
+                         "are computed once per image.")
+    targets = compute(lambda v: ops.convert_to_numpy(_teacher_fn(distiller)(v)),
+                      distiller.views, dataset, n, batch_size)
+    distiller.fixed_targets = targets
+    distiller.fixed_targets_source = images
+    distiller._fixed_targets_temperature = distiller.temperature
+    return targets
+
+
+def _teacher_fn(distiller):
+    """The teacher's tempered member probabilities as one traced function, kept."""
+    if distiller._teacher_fn is None:
+        distiller._teacher_fn = tf.function(distiller.teacher_member_probs,
+                                            reduce_retracing=True)
+    return distiller._teacher_fn
+
+
+def fixed_targets_for(distiller, images, n):
+    """The fixed targets of ``images`` (N = ``n``): the stored ones if they still fit, else new."""
+    stale = (distiller.fixed_targets is None or distiller.fixed_targets_source is not images
+             or distiller._fixed_targets_temperature != distiller.temperature
+             or len(distiller.fixed_targets) != n)
+    if stale:
+        distiller.prepare_targets(images)
+    return distiller.fixed_targets
+
+
+# -- cached -----------------------------------------------------------------------
+def use_cache(distiller, cache, verify=True):
+    """The body of :meth:`FunMatchDistiller.use_teacher_cache` (see there)."""
+    from kdzoo.distill.funmatch.teacher_cache import TeacherCache, open_teacher_cache
+
+    if cache is None:
+        distiller.teacher_cache = None
+        return None
+    if not isinstance(cache, TeacherCache):
+        cache = open_teacher_cache(cache, verify=verify)
+    check_cache_fits(cache, distiller)
+    distiller.teacher_cache = cache
+    return cache
+
+
+def check_cache_fits(cache, distiller):
+    """Refuse a cache whose teacher, classes or view settings differ from the distiller's."""
+    h = cache.header
+    if distiller.views.fixed:
+        raise ValueError(
+            f"Teacher cache {cache.path}: variant {distiller.variant!r} already trains "
+            "without the teacher (prepare_targets); caches are for the per-view variants.")
+    cache.check_views(distiller.views.settings())
+    if distiller.num_classes != h["num_classes"]:
+        raise CheckpointError(
+            f"Teacher cache {cache.path} holds {h['num_classes']} classes; the models "
+            f"predict {distiller.num_classes}.")
+    configs = [architecture_fingerprint(t) for t in distiller.teachers]
+    if configs != h.get("teacher_config_sha256"):
+        raise CheckpointError(
+            f"Teacher cache {cache.path} was built with another teacher architecture or "
+            "preprocessing (config sha256 "
+            f"{', '.join(p[:12] for p in h.get('teacher_config_sha256') or ['none'])}; "
+            f"this distiller's: {', '.join(p[:12] for p in configs)}): its logits would "
+            "differ. Use the same teacher model or rebuild the cache.")
+    prints = [weights_fingerprint(t) for t in distiller.teachers]
+    if prints != h["teacher_sha256"]:
+        raise CheckpointError(
+            f"Teacher cache {cache.path} was built with another teacher (weights sha256 "
+            f"{', '.join(p[:12] for p in h['teacher_sha256'])}; this distiller's: "
+            f"{', '.join(p[:12] for p in prints)}). Load the same teacher weights or "
+            "rebuild the cache.")
+
+
+def with_cached_targets(cache, batches, temperature, info, images):
+    """``batches`` of views with the cache's targets in place of the teacher view.
+
+    ``info``: the stream's :class:`kdzoo.data.stream.StreamInfo`, checked against
+    the cache's header. The stream may start at any step the cache holds (a resumed
+    run starts wherever its checkpoint is): the cache's targets are in step order.
+    """
+    cache_epoch, rest = divmod(info.initial_step, cache.steps_per_epoch)
+    cache.check_stream(info.batch_size, info.num_images, info.shuffle_buffer, info.shuffle,
+                       cache_epoch, images)
+    cached = cache.dataset(cache_epoch, temperature).skip(rest)
+    return tf.data.Dataset.zip((batches, cached)).map(
+        lambda b, t: {"student": b["student"], "targets": t})

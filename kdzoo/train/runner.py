@@ -1,0 +1,393 @@
+"""The one runner every recipe calls: strategy, models, compile, resumable fit, metrics.
+
+A run lives in a work directory::
+
+    workdir/checkpoints/   ckpt-EEEEEE.weights.h5 + state.json (see kdzoo.train.checkpointing)
+    workdir/logs/          TensorBoard
+    workdir/config.json    what was run (recorded once; see kdzoo.train.run_dir)
+    workdir/run.lock       held while a process runs in workdir
+    workdir/metrics.json   final minival/test metrics (written last, atomically)
+    workdir/student.keras  the trained student / network, a plain keras.Model
+
+The schedule is the authors' (big_vision ``utils.steps``): ``total_steps =
+max(round(epochs * N / batch), 1)`` steps over the one continuous stream of
+:mod:`kdzoo.data.stream`. Keras ``fit`` epochs are logging / checkpoint
+intervals of ``log_every_steps`` steps (the last one shorter), not data epochs,
+so a million-epoch run is a few thousand progress lines, not a million. A
+checkpoint (student + optimizer, never the frozen teacher) is written every
+``checkpoint_every_steps`` steps or ``checkpoint_every_minutes`` minutes,
+whichever comes first, and at the end. Rerunning the same command after a kill
+resumes from the last checkpoint at exactly the stream step recorded with it (also
+when ``log_every_steps`` / ``checkpoint_every_steps`` changed, or ``epochs`` grew:
+the remaining steps of the new schedule are trained).
+Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
+"""
+
+import dataclasses
+import os
+
+import keras
+
+from kdzoo.train import checkpointing, run_dir
+from kdzoo.atomic import save_model
+from kdzoo.train.distribute import get_strategy, split_batch, worker_subdir
+from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
+from kdzoo.data.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
+from kdzoo.train.fit import (Schedule, eval_batches, eval_resize_small, eval_text, fit_resumable,  # noqa: F401
+                             fit_schedule, make_schedule, seed_everything, set_precision)
+from kdzoo.train.precision import resolve_precision
+
+
+@dataclasses.dataclass(kw_only=True)
+class RunOptions:
+    """What every training run has besides its method: data, hardware, seed, checkpoints,
+    evaluation. :class:`FunMatchRun` and :class:`SupervisedRun` extend it (keywords only)."""
+
+    data_dir: str | None = None
+    strategy: str = "auto"
+    mixed_precision: str | None = None
+    jit_compile: object = "auto"
+    seed: int = 0
+    deterministic: bool = False  # tf.config.experimental.enable_op_determinism()
+    log_every_steps: int = 500          # one Keras epoch (progress line, checkpoint check)
+    checkpoint_every_steps: int = 5000
+    checkpoint_every_minutes: float | None = 30.0
+    keep_checkpoints: int = 3
+    num_train_examples: int | None = None  # None: all of the train split (from its info)
+    train_split: str | None = None     # replaces the spec's train split ("train": all of it)
+    train_per_class: int | None = None  # a class-balanced subset of the train split ...
+    subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
+    eval_batch_size: int = 256
+    eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
+    verbose: object = "auto"
+    params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
+    overwrite: bool = False  # delete what workdir holds and start over (kdzoo.train.run_dir)
+
+
+@dataclasses.dataclass
+class FunMatchRun(RunOptions):
+    """One FunMatch training run (a recipe fills this in; one grid point = one run).
+
+    ``teacher`` / ``student`` are callables returning Keras models (so recipes
+    choose zoo names, checkpoints or tiny smoke models). ``weight_decay`` is the
+    paper's decoupled wd (see ``kdzoo.optim.paper_adam``).
+    """
+
+    dataset: str
+    teacher: object
+    student: object
+    workdir: str
+    variant: str = "funmatch"
+    temperature: float = 1.0
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    epochs: int = 1
+    batch_size: int = 512
+    warmup_steps: int = 1500
+    image_size: int | None = None
+    teacher_image_size: int | None = None
+    distill_dataset: str | None = None   # out-of-domain: distill on these images
+    distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
+    teacher_cache: str | None = None  # train from this file (write_teacher_cache), no teacher
+
+
+def _train_spec(run):
+    """The spec the run trains on, with ``run.train_split`` in place of its train split."""
+    from kdzoo.data import get_spec
+    spec = get_spec(getattr(run, "distill_dataset", None) or run.dataset)
+    return dataclasses.replace(spec, train_split=run.train_split) if run.train_split else spec
+
+
+def train_examples(run):
+    """``(examples, N)`` a run trains on: the train split, its first N, or a balanced subset."""
+    from kdzoo.data import load_split, num_examples
+    from kdzoo.data.subset import balanced_subset
+    spec = _train_spec(run)
+    examples = load_split(spec, "train", run.data_dir)
+    if run.train_per_class:
+        examples, n = balanced_subset(examples, run.train_per_class, run.subset_seed)
+    elif run.num_train_examples:
+        examples, n = examples.take(run.num_train_examples), run.num_train_examples
+    else:
+        n = num_examples(spec, "train", run.data_dir)
+    if n is not None and run.batch_size > n:  # checked before the workdir is claimed
+        from kdzoo.errors import RecipeError
+        raise RecipeError(f"--batch_size {run.batch_size} is larger than the {n} training "
+                          f"images of this run; pass --batch_size {n} or less (or more images).")
+    return examples, n
+
+
+def plan(run, num_train_examples=None):
+    """The plan of a :class:`FunMatchRun` / :class:`SupervisedRun`, without data or models.
+
+    ``num_train_examples`` defaults to ``run.num_train_examples`` or the TFDS
+    catalog size of the train split (no data read). Returns ``(Schedule, dict)``;
+    the dict is what a recipe's ``--dry_run`` prints.
+    """
+    from kdzoo.data import get_spec, split_size
+    spec = get_spec(run.dataset)
+    image_size = run.image_size or spec.input_size
+    n = num_train_examples or (run.train_per_class and run.train_per_class * spec.num_classes) \
+        or run.num_train_examples or split_size(_train_spec(run), "train")
+    schedule = make_schedule(run.epochs, n, run.batch_size, log_every_steps=run.log_every_steps,
+                             checkpoint_every_steps=run.checkpoint_every_steps,
+                             warmup_steps=getattr(run, "warmup_steps", 0))
+    teacher_size = getattr(run, "teacher_image_size", None)
+    return schedule, {
+        "dataset": spec.name, "total_steps": schedule.total_steps,
+        "warmup_steps": schedule.warmup_steps, "batch_size": run.batch_size,
+        "train_examples": n, "epochs": run.epochs, "steps_per_log": schedule.interval,
+        "checkpoint_every_steps": schedule.checkpoint_every_steps,
+        "checkpoint_every_minutes": run.checkpoint_every_minutes,
+        "keep_checkpoints": run.keep_checkpoints, "eval": eval_text(spec, image_size),
+        "image_size": image_size, "teacher_image_size": teacher_size or image_size,
+        "precision": resolve_precision(run.mixed_precision or "float32")}
+
+
+def _fit(model, make_train, run, schedule):
+    """fit_schedule over ``schedule``: ``make_train(step)`` streams from global step ``step``,
+    the one recorded with the checkpoint a resume starts from.
+
+    Returns what ``metrics.json`` gets from the best / last epoch report
+    (:mod:`kdzoo.distill.self_distill.exit_reporting`: on for self distillation, it evaluates
+    minival and test after every Keras epoch), ``{}`` without one."""
+    from kdzoo.distill.self_distill import exit_reporting
+    callbacks = exit_reporting.callbacks_for(model, run)
+    fit_schedule(model, make_train, schedule, workdir=run.workdir, callbacks=callbacks,
+                 checkpoint_every_minutes=run.checkpoint_every_minutes,
+                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+    return exit_reporting.metrics_entries(callbacks)
+
+
+def _settings(run, precision, teachers=()):
+    """``(settings, defaults)`` for :func:`kdzoo.train.run_dir.claim`: the run's fields plus what
+    its fields do not pin down: the *resolved* dtype policy (``"auto"`` differs between
+    machines) and the sha256 of each teacher's weights (a callable may load any file).
+
+    A record of older kdzoo lacks these keys: they are unknown there, not different
+    (as defaults, their values now match), so such a run still resumes and records them.
+    """
+    from kdzoo.distill.funmatch.fingerprint import weights_fingerprint
+    extra = {"precision": precision}
+    if teachers:
+        extra["teacher_weights_sha256"] = [weights_fingerprint(t) for t in teachers]
+    return dict(run_dir.settings_of(run), **extra), dict(run_dir.defaults_of(run), **extra)
+
+
+EXPORTS = ("student.keras", "model.keras", "metrics.json", "history.csv")
+
+
+def _remove_stale_exports(run):
+    """Delete the temp files a killed export left in the run's own directory.
+
+    Only ours, by name (``.tmp-<export>-*``), and only under the run lock just claimed:
+    every writer of these files holds it, so any such file belongs to a dead process.
+    """
+    from kdzoo.atomic import remove_stale_temp_files
+    own = os.path.join(run.workdir, worker_subdir() or "")
+    for name in EXPORTS:
+        remove_stale_temp_files(os.path.join(own, name))
+
+
+def _summary(run, schedule):
+    return {"params": run.params, "epochs": run.epochs, "total_steps": schedule.total_steps,
+            "steps_per_log": schedule.interval}
+
+
+def _funmatch_setup(run, strategy):
+    """``(spec, schedule, distiller, train images, N)`` of a FunMatch run, compiled."""
+    from kdzoo.data import get_spec
+    from kdzoo.distill import FunMatchDistiller, paper_optimizer
+
+    spec = get_spec(run.dataset)
+    image_size = run.image_size or spec.input_size
+    train_images, n_train = train_examples(run)
+    schedule, _ = plan(run, n_train)
+    with strategy.scope():
+        distiller = FunMatchDistiller(
+            run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
+            image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed,
+            **run.distiller_kwargs)
+        distiller.compile(
+            optimizer=paper_optimizer(run.lr, schedule.total_steps, schedule.warmup_steps,
+                                      run.weight_decay),
+            jit_compile=run.jit_compile)
+    min_side = max(image_size, run.teacher_image_size or 0)
+    return spec, schedule, distiller, upscale_small_images(train_images, min_side), n_train
+
+
+def write_teacher_cache(run, path, top_k=None, dtype="float16"):
+    """Run ``run``'s teacher once over every train view of its whole schedule, into ``path``.
+
+    Every run that differs from ``run`` only in :data:`kdzoo.train.grid.TEACHER_FREE`
+    settings (lr, weight decay, temperature, a shorter budget) sees these very views,
+    so a grid writes this once and gives its points ``teacher_cache=path``.
+    Returns the opened :class:`kdzoo.distill.funmatch.teacher_cache.TeacherCache`.
+    """
+    from kdzoo.atomic import writer_lock
+    set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
+    # A killed write leaves a partial cache (up to the whole size) as .tmp-<name>-*: it
+    # is removed first, under the cache's lock, so it does not count against free space.
+    with writer_lock(path, what=f"The teacher cache {path}"):
+        return _write_cache(run, path, top_k, dtype, schedule, distiller, images, n)
+
+
+def _write_cache(run, path, top_k, dtype, schedule, distiller, images, n):
+    import shutil
+
+    import numpy as np
+
+    from kdzoo.distill.funmatch.cache_writer import cache_teacher
+    from kdzoo.errors import RecipeError
+    steps_per_epoch = n // run.batch_size
+    epochs = -(-schedule.total_steps // steps_per_epoch)
+    # Paper scale: 2M steps x 512 views x 102 classes of float16 is 209 GB; say so first.
+    k = top_k or distiller.num_classes
+    per_view = np.dtype(dtype).itemsize * (k if k == distiller.num_classes else 2 * k + 1)
+    need = epochs * steps_per_epoch * run.batch_size * len(distiller.teachers) * per_view
+    free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    if need > free:
+        raise RecipeError(
+            f"The teacher cache {path} would take {need / 1e9:.1f} GB ({epochs * steps_per_epoch} "
+            f"steps x {run.batch_size} views x {k} logits); {free / 1e9:.1f} GB are free there. "
+            "Free space, use a shorter schedule, or train without the cache "
+            "(--nogrid_cache).")
+    return cache_teacher(distiller, images, path, top_k=top_k, dtype=dtype, num_images=n,
+                         epochs=epochs, batch_size=run.batch_size)
+
+
+def run_funmatch(run):
+    """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
+    from kdzoo.data import load_split
+
+    precision = set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    strategy = get_strategy(run.strategy)
+    split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
+    spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
+    # One workdir = one run: lock it for the run's life, record / compare its settings
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed;
+    # with the teachers' weights, so the models are built first).
+    settings, defaults = _settings(run, precision, distiller.teachers)
+    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
+                                 worker=worker_subdir(), defaults=defaults)
+    _remove_stale_exports(run)
+    cache = run.teacher_cache and distiller.use_teacher_cache(run.teacher_cache)
+    min_side = max(distiller.image_size, run.teacher_image_size or 0)
+    resize_small = eval_resize_small(spec, distiller.image_size)
+
+    def eval_split(role):
+        images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
+        return distiller.make_eval_dataset(images, run.eval_batch_size, resize_small=resize_small)
+
+    def make_train(step):
+        if cache:
+            cache.check_steps(step, schedule.total_steps)
+        return distiller.make_train_dataset(train_images, run.batch_size, initial_step=step,
+                                            num_images=n_train)
+
+    _fit(distiller, make_train, run, schedule)
+    metrics = dict(_summary(run, schedule), eval=eval_text(spec, distiller.image_size))
+    for role in run.eval_roles:
+        metrics[role] = distiller.evaluate(eval_split(role), return_dict=True, verbose=0)
+    save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
+    checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
+    return metrics
+
+
+@dataclasses.dataclass
+class SupervisedRun(RunOptions):
+    """Training on labels: a plain network, a self-distilled one, or deep supervision.
+
+    ``model``: callable returning the network (a zoo backbone). ``method``:
+    ``"labels"`` (plain CE; with ``mixup_alpha`` the paper's "fine-tune with
+    mixup" baseline), ``"self_distillation"`` or ``"deep_supervision"``
+    (``kdzoo.SelfDistillation`` over the backbone's stages). ``optimizer``:
+    callable ``total_steps -> keras optimizer``. ``best_epoch_report``: the per-epoch
+    minival / test report (:mod:`kdzoo.distill.self_distill.exit_reporting`) and its best / last
+    epoch keys in ``metrics.json``; ``None``: on for the exits' methods only.
+    """
+
+    dataset: str
+    model: object
+    optimizer: object
+    workdir: str
+    method: str = "labels"
+    epochs: int = 1
+    batch_size: int = 128
+    image_size: int | None = None
+    crop: str | None = "random"
+    flip: bool = True
+    inception_area_range: tuple = (0.05, 1.0)  # with crop="inception" (the authors' default)
+    pad_fill: int = 0                  # with crop="pad": the border's grey (BYOT pads 128)
+    autoaugment: str | None = None     # an AutoAugment policy after crop + flip ("cifar10")
+    cutout: int | None = None          # then Cutout: one square hole of this side
+    mixup_alpha: float | None = None
+    alpha: float = 0.3
+    temperature: float = 3.0
+    feature_weight: float = 0.03
+    best_epoch_report: bool | None = None  # None: on for SelfDistillation models only
+
+
+METHODS = ("labels", "self_distillation", "deep_supervision")
+
+
+def run_supervised(run):
+    """Train ``run.model()`` on labels by ``run.method``; returns the metrics dict."""
+    from kdzoo.data import get_spec, load_split
+
+    if run.method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {run.method!r}.")
+    spec = get_spec(run.dataset)
+    size = run.image_size or spec.input_size
+    precision = set_precision(run.mixed_precision)
+    seed_everything(run.seed, run.deterministic)
+    strategy = get_strategy(run.strategy)
+    split_batch(run.batch_size, strategy)
+    train, n_train = train_examples(run)
+    schedule, _ = plan(run, n_train)
+    # One workdir = one run: lock it for the run's life, record / compare its settings
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
+    settings, defaults = _settings(run, precision)
+    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
+                                 worker=worker_subdir(), defaults=defaults)
+    _remove_stale_exports(run)
+    steps = schedule.total_steps
+    with strategy.scope():
+        network = run.model()
+        if run.method == "labels":
+            model = network
+            loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if run.mixup_alpha
+                    else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if run.mixup_alpha
+                      else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+            model.compile(optimizer=run.optimizer(steps), loss=loss,
+                          metrics=[metric], jit_compile=run.jit_compile)
+        else:
+            from kdzoo.distill.self_distill import SelfDistillation
+            model = SelfDistillation(network, num_classes=spec.num_classes, alpha=run.alpha,
+                                     temperature=run.temperature,
+                                     feature_weight=run.feature_weight, mode=run.method)
+            model.compile(optimizer=run.optimizer(steps),
+                          jit_compile=run.jit_compile)
+    best = _fit(model, lambda step: labeled_stream(
+        train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
+        seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
+        mixup_alpha=run.mixup_alpha, num_examples=n_train,
+        inception_area_range=tuple(run.inception_area_range), pad_fill=run.pad_fill,
+        autoaugment=run.autoaugment, cutout=run.cutout), run, schedule)
+    metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size),
+                   **best)
+    for role in run.eval_roles:
+        batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,
+                               eval_resize_small(spec, size))
+        if run.method == "labels" and run.mixup_alpha:
+            batches = batches.map(lambda x, y: (x, keras.ops.one_hot(y, spec.num_classes)))
+        metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
+    save_model(model, os.path.join(run.workdir, "model.keras"))
+    checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
+    workdir_lock.release()
+    return metrics
