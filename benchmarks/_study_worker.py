@@ -47,8 +47,18 @@ def _optimizer(total):
                            STUDY["weight_decay"])
 
 
+def _new_or_old(new, old):
+    """Module ``new`` (the package layout since issue 26) or ``old`` (the flat layout of the
+    ``--baseline`` tree, e.g. 020116a): the worker imports whichever tree it runs in."""
+    import importlib
+    try:
+        return importlib.import_module(new)
+    except ImportError:
+        return importlib.import_module(old)
+
+
 def _resnet18():
-    from kdzoo.zoo.registry import architectures
+    architectures = _new_or_old("kdzoo.zoo.registry", "kdzoo.registry").architectures
     return architectures()["cifar_resnet18"].builder(
         num_classes=10, include_top=True, input_shape=(32, 32, 1), pooling=None,
         base_width=BYOT_WIDTH)
@@ -83,7 +93,7 @@ def make_run(config, workdir):
 
 def build(config, workdir):
     """``(model, make_train)`` exactly as the tree's runner builds them."""
-    from kdzoo.train import runner as train
+    train = _new_or_old("kdzoo.train.runner", "kdzoo.train")
     run = make_run(config, workdir)
     kept = {}
 

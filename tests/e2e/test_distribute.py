@@ -97,7 +97,7 @@ def test_configure_logical_cpus_too_late_raises():
 MIRRORED = """
 import json
 import numpy as np
-from kdzoo import distribute
+from kdzoo.train import distribute
 distribute.configure_logical_cpus(2)
 distribute.configure_logical_cpus(2)  # idempotent
 import keras
@@ -135,7 +135,7 @@ def test_mirrored_over_two_logical_cpus_matches_default():
 WORKER = """
 import json, os
 import numpy as np
-from kdzoo import distribute
+from kdzoo.train import distribute
 strategy = distribute.get_strategy("auto")
 import keras
 import tensorflow as tf

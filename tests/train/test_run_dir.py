@@ -104,7 +104,7 @@ def test_grid_points_with_other_shared_settings_are_refused(tmp_path):
 # ------------------------------------------------------------------ case 2 ---
 HOLDER = r"""
 import sys, time
-from kdzoo import run_dir
+from kdzoo.train import run_dir
 lock = run_dir.claim(sys.argv[1], {"seed": 0}, worker=sys.argv[2] or None)
 print("held", flush=True)
 time.sleep(600)

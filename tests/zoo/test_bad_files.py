@@ -522,7 +522,7 @@ def test_unusable_download_is_deleted_with_a_clear_error(env):
 HOSTILE_LOADER = r"""
 import json, resource, sys
 import kdzoo
-from kdzoo import registry
+from kdzoo.zoo import registry
 from kdzoo.models.bit import build_bit
 builder = lambda **kw: build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", **kw)
 registry._ARCHITECTURES["bit_tiny"] = registry.Architecture(

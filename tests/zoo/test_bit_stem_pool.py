@@ -85,7 +85,7 @@ def has_zero_pool_pad(model):
 
 @pytest.mark.slow
 def test_cards_follow_their_trainer_and_the_caller_may_override():
-    cards_dir = os.path.join(os.path.dirname(kdzoo.zoo.registry.__file__), os.pardir, "pretrained")
+    cards_dir = os.path.join(os.path.dirname(kdzoo.zoo.registry.__file__), os.pardir, os.pardir, "pretrained")
     with open(os.path.join(cards_dir, "bit_r50x1.funmatch_in1k_224.json")) as f:
         assert json.load(f)["build_options"] == {"stem_pool_padding": "neg_inf"}
     assert not has_zero_pool_pad(kdzoo.load("resnet50_funmatch_imagenet", weights=None))

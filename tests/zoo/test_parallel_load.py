@@ -23,7 +23,7 @@ LOADER = r"""
 import hashlib, os, sys, time
 import numpy as np
 import kdzoo
-from kdzoo import registry
+from kdzoo.zoo import registry
 from kdzoo.models.bit import build_bit
 url, sha, go = sys.argv[1:4]
 builder = lambda **kw: build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", **kw)
