@@ -155,7 +155,8 @@ def _fit(model, make_train, run, schedule):
     callbacks = exit_reporting.callbacks_for(model, run)
     fit_schedule(model, make_train, schedule, workdir=run.workdir, callbacks=callbacks,
                  checkpoint_every_minutes=run.checkpoint_every_minutes,
-                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose,
+                 batch_size=getattr(run, "batch_size", None))
     return exit_reporting.metrics_entries(callbacks)
 
 
