@@ -187,7 +187,7 @@ def _read_fashion_mnist(spec, split, data_dir, input_context):
 
 def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
                input_context=None, cache=None, shuffle_buffer=None,
-               reshuffle_each_iteration=True):
+               reshuffle_each_iteration=True, shuffle_files=False):
     """One split as a ``tf.data.Dataset`` of ``(image uint8 [H, W, C], label int32)``.
 
     Args:
@@ -205,6 +205,9 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
       shuffle_buffer: override the shuffle buffer size (default: the spec's for
         streamed sets, the whole split for cached ones).
       reshuffle_each_iteration: a new (still seed-determined) order every epoch.
+      shuffle_files: read a TFDS split's record files in a ``seed``-determined order
+        even with ``shuffle=False`` (no example shuffle then): the FunMatch runner's
+        read of a streamed set, whose examples its own per-epoch stream shuffles.
 
     Images keep their stored size (batch them only after cropping/resizing).
     Raises :class:`DatasetNotFoundError` when the dataset is not prepared.
@@ -216,7 +219,8 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
     if spec.source == "fashion_mnist":
         ds, decode = _read_fashion_mnist(spec, split, data_dir, input_context)
     elif spec.source == "tfds":
-        ds, decode = _read_tfds(spec, split, data_dir, shuffle, seed, input_context,
+        ds, decode = _read_tfds(spec, split, data_dir, shuffle or shuffle_files, seed,
+                                input_context,
                                 reshuffle_each_iteration)
     else:
         raise ValueError(f"Unknown dataset source {spec.source!r} for {spec.name!r}.")

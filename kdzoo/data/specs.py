@@ -45,7 +45,9 @@ line 45); their input pipeline shuffles once per epoch before preprocessing
 (``input_pipeline.py`` lines 53-59) over record files read in shuffled order
 (``datasets/tfds.py`` line 46). cifar100 and fashion_mnist are not in that
 paper; theirs cover the whole train split (50,000 / 60,000). ``load_split(shuffle=True)``
-uses it for the streamed sets; the cached ones always shuffle fully.
+uses it for the streamed sets; the cached ones always shuffle fully. The FunMatch
+runner reads a whole streamed train split over seeded shuffled files and gives the
+distiller's stream this buffer (``kdzoo.train.runner.stream_shuffle``).
 """
 
 import dataclasses

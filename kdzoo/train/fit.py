@@ -16,6 +16,7 @@ from kdzoo.train import checkpointing
 from kdzoo.train.distribute import worker_subdir
 from kdzoo.data.stream import total_steps
 from kdzoo.train.precision import resolve_precision
+from kdzoo.train.progress import Progress
 
 __all__ = ["seed_everything", "set_precision", "fit_resumable", "fit_schedule", "Schedule",
            "make_schedule", "eval_text", "eval_resize_small", "eval_batches"]
@@ -73,7 +74,8 @@ def fit_resumable(model, make_train, *, workdir, epochs, steps_per_epoch=None,
 
 
 def fit_schedule(model, make_train, schedule, *, workdir, validation_data=None, callbacks=(),
-                 verbose="auto", checkpoint_every_minutes=None, keep_checkpoints=2):
+                 verbose="auto", checkpoint_every_minutes=None, keep_checkpoints=2,
+                 batch_size=None):
     """Resumable ``fit`` over a :class:`Schedule`; ``make_train(step)`` streams from ``step``.
 
     A resume starts at the stream step recorded with the checkpoint, never at one
@@ -81,7 +83,9 @@ def fit_schedule(model, make_train, schedule, *, workdir, validation_data=None, 
     schedule's length) may differ from the run that wrote it, and ``epochs`` may have
     grown. The remaining ``total_steps - step`` steps are trained exactly, in Keras
     epochs of ``schedule.interval`` steps counted on from the checkpoint's epoch (the
-    last one shorter), so checkpoint numbers keep rising. Returns the steps trained now.
+    last one shorter), so checkpoint numbers keep rising. Unless ``verbose=0``, each
+    Keras epoch also prints the run's step / total, images/s (given ``batch_size``) and
+    ETA (:class:`kdzoo.train.progress.Progress`). Returns the steps trained now.
     """
     state = checkpointing.restore_state(model, os.path.join(workdir, "checkpoints"))
     epoch0, step0 = (0, 0) if state is None else (state["epoch"], state["step"])
@@ -98,6 +102,9 @@ def fit_schedule(model, make_train, schedule, *, workdir, validation_data=None, 
     def step_of(epoch):  # the stream step at the start of Keras epoch ``epoch``
         return min(step0 + (epoch - epoch0) * interval, total)
 
+    if verbose != 0:
+        callbacks = [*callbacks, Progress(total, step_of, start_step=step0,
+                                          batch_size=batch_size)]
     _fit_legs(model, lambda e: make_train(step_of(e)), legs, epoch0, workdir, validation_data,
               callbacks, verbose, step_of, every=schedule.checkpoint_every,
               keep=keep_checkpoints, every_minutes=checkpoint_every_minutes)

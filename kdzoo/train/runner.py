@@ -12,15 +12,12 @@ A run lives in a work directory::
 The schedule is the authors' (big_vision ``utils.steps``): ``total_steps =
 max(round(epochs * N / batch), 1)`` steps over the one continuous stream of
 :mod:`kdzoo.data.stream`. Keras ``fit`` epochs are logging / checkpoint
-intervals of ``log_every_steps`` steps (the last one shorter), not data epochs,
-so a million-epoch run is a few thousand progress lines, not a million. A
+intervals of ``log_every_steps`` steps (the last one shorter), not data epochs. A
 checkpoint (student + optimizer, never the frozen teacher) is written every
 ``checkpoint_every_steps`` steps or ``checkpoint_every_minutes`` minutes,
-whichever comes first, and at the end. Rerunning the same command after a kill
-resumes from the last checkpoint at exactly the stream step recorded with it (also
-when ``log_every_steps`` / ``checkpoint_every_steps`` changed, or ``epochs`` grew:
-the remaining steps of the new schedule are trained).
-Evaluation is the authors' ``resize_small(R)|central_crop(S)`` from the spec.
+whichever comes first, and at the end. A rerun after a kill resumes at exactly the
+stream step recorded with the last checkpoint (also when the intervals changed or
+``epochs`` grew). Evaluation is the authors' ``resize_small(R)|central_crop(S)``.
 """
 
 import dataclasses
@@ -103,7 +100,9 @@ def train_examples(run):
     from kdzoo.data import load_split, num_examples
     from kdzoo.data.subset import balanced_subset
     spec = _train_spec(run)
-    examples = load_split(spec, "train", run.data_dir)
+    whole_stream = not (spec.cache_in_memory or run.train_per_class or run.num_train_examples)
+    examples = load_split(spec, "train", run.data_dir, seed=run.seed, shuffle_files=whole_stream,
+                          reshuffle_each_iteration=False)
     if run.train_per_class:
         examples, n = balanced_subset(examples, run.train_per_class, run.subset_seed)
     elif run.num_train_examples:
@@ -155,7 +154,8 @@ def _fit(model, make_train, run, schedule):
     callbacks = exit_reporting.callbacks_for(model, run)
     fit_schedule(model, make_train, schedule, workdir=run.workdir, callbacks=callbacks,
                  checkpoint_every_minutes=run.checkpoint_every_minutes,
-                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose)
+                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose,
+                 batch_size=getattr(run, "batch_size", None))
     return exit_reporting.metrics_entries(callbacks)
 
 
@@ -194,6 +194,13 @@ def _summary(run, schedule):
             "steps_per_log": schedule.interval}
 
 
+def stream_shuffle(run):
+    """big_vision's buffer for a streamed set (food101, sun397: 50k; imagenet2012: 250k)
+    over its shuffled files (:func:`train_examples`); cached sets keep the default."""
+    spec = _train_spec(run)
+    return {} if spec.cache_in_memory else {"shuffle_buffer": spec.shuffle_buffer}
+
+
 def _funmatch_setup(run, strategy):
     """``(spec, schedule, distiller, train images, N)`` of a FunMatch run, compiled."""
     from kdzoo.data import get_spec
@@ -207,7 +214,7 @@ def _funmatch_setup(run, strategy):
         distiller = FunMatchDistiller(
             run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
             image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed,
-            **run.distiller_kwargs)
+            **{**stream_shuffle(run), **run.distiller_kwargs})
         distiller.compile(
             optimizer=paper_optimizer(run.lr, schedule.total_steps, schedule.warmup_steps,
                                       run.weight_decay),
