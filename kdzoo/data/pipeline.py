@@ -74,6 +74,9 @@ def _default_data_dir():
 def tfds_builder(spec_or_name, data_dir=None):
     """The TFDS builder of a spec (no download, no network)."""
     import tensorflow_datasets as tfds
+
+    from kdzoo.data.quiet import silence_known_warnings
+    silence_known_warnings()
     spec = get_spec(spec_or_name)
     if spec.tfds_name is None:
         raise ValueError(f"Dataset {spec.name!r} does not come from TFDS "
