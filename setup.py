@@ -36,6 +36,9 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.16"],
         # keras-hub presets as teachers/students: kdzoo.from_keras_hub, kdzoo.load("hub:...").
         "hub": ["keras-hub>=0.32"],
+        # The Fashion-MNIST sections study, section 3.8 (out-of-domain images):
+        # sklearn.datasets.load_digits and skimage.data (recipes/fashion_mnist_sections.py).
+        "study": ["scikit-learn", "scikit-image"],
         "test": ["pytest", "pytest-xdist"],
     },
     license="Apache-2.0",

@@ -38,6 +38,9 @@ flags.DEFINE_bool("report_only", False, "Train nothing: measure and report the f
                   "runs (a study stopped early).")
 flags.DEFINE_bool("export_pretrained", False, "Ship the best student of each method at the "
                   "largest budget in the zoo (weights + cards).")
+flags.DEFINE_bool("sections", False, "The paper's sections (issue 24) instead of the budget "
+                  "study; see recipes/fashion_mnist_sections.py.")
+flags.DEFINE_string("section", "3.3", "With --sections: comma-separated sections to run.")
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
@@ -134,9 +137,23 @@ def plan_runs(s, workdir):
                                           s["seeds"].index(e[0]["seed"])))
 
 
+def sections_main(s):
+    """--sections: plan (--dry_run) or train the named sections; rows/plots not yet built."""
+    import fashion_mnist_sections as sections
+    try:
+        entries = sections.plan_sections(s, FLAGS.section.split(","), FLAGS.workdir, method_run)
+    except ValueError as e:
+        common.fail(str(e))
+    if FLAGS.dry_run:
+        return report.print_plan(s, entries)
+    report.train_all(entries)
+
+
 def main(argv):
     del argv
     s = settings()
+    if FLAGS.sections:
+        return sections_main(s)
     entries = plan_runs(s, FLAGS.workdir)
     if FLAGS.dry_run:
         return report.print_plan(s, entries)
