@@ -134,3 +134,60 @@ def test_a_built_package_carries_the_top_level_model_cards(tmp_path):
     assert set(os.listdir(tmp_path / "kdzoo" / "pretrained")) >= shipped
     assert not os.path.exists(os.path.join(PACKAGE, "pretrained")), \
         "model cards belong in the top-level pretrained/, not inside kdzoo/"
+
+
+def init_logic(root):
+    """``{package __init__.py: [line of each statement that is not a re-export]}`` under root.
+
+    A package's ``__init__`` is its index: imports, ``__all__`` and a docstring. Logic there
+    runs on every ``import kdzoo.x.y`` and hides from anyone reading the submodules, so any
+    other statement (a def, a class, a call, an assignment other than ``__all__`` and
+    ``__version__``) is named.
+    """
+    found = {}
+    for dirpath, _, files in os.walk(root):
+        if "__init__.py" not in files:
+            continue
+        path = os.path.join(dirpath, "__init__.py")
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        bad = []
+        for i, node in enumerate(tree.body):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                continue
+            if isinstance(node, (ast.Assign, ast.AugAssign)) and all(
+                    isinstance(t, ast.Name) and t.id in ("__all__", "__version__")
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+                continue
+            bad.append(node.lineno)
+        if bad:
+            found[os.path.relpath(path, root)] = bad
+    return found
+
+
+# Named exceptions, each with its reason; anything else with logic in an __init__ fails.
+INIT_EXCEPTIONS = {
+    os.path.join("models", "__init__.py"):
+        "imports every model family module so each registers its architectures: "
+        "a new family is one file, with no list to edit (see "
+        "test_every_model_module_is_imported_and_registers_an_architecture)",
+}
+
+
+def test_each_package_init_only_re_exports():
+    found = {k: v for k, v in init_logic(PACKAGE).items() if k not in INIT_EXCEPTIONS}
+    assert found == {}, (
+        "package __init__.py files with logic (move it into a submodule and re-export it): "
+        f"{found}")
+    stale = set(INIT_EXCEPTIONS) - set(init_logic(PACKAGE))
+    assert not stale, f"INIT_EXCEPTIONS entries with no logic left (remove them): {stale}"
+
+
+def test_the_init_checker_names_a_def_in_a_synthetic_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""Doc."""\nfrom .sub import x\n__all__ = ["x"]\n')
+    (pkg / "sub" / "__init__.py").write_text("import os\n\ndef helper():\n    return 1\n")
+    assert init_logic(str(pkg)) == {os.path.join("sub", "__init__.py"): [3]}
