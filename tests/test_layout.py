@@ -52,13 +52,8 @@ def _imports(path, name, modules):
     return out
 
 
-def test_no_import_cycles_in_kdzoo():
-    modules = _modules()
-    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
-    # Edges from a package to its own submodules are how packages expose their API.
-    graph = {m: {t for t in ts if not (m == t.rpartition(".")[0] and
-                                        modules[m].endswith("__init__.py"))}
-             for m, ts in graph.items()}
+def find_cycles(graph):
+    """Each import cycle of ``{module: {imported}}`` as a path that ends where it starts."""
     cycles, state = [], {}
 
     def visit(m, stack):
@@ -73,6 +68,17 @@ def test_no_import_cycles_in_kdzoo():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+    return cycles
+
+
+def test_no_import_cycles_in_kdzoo():
+    modules = _modules()
+    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
+    # Edges from a package to its own submodules are how packages expose their API.
+    graph = {m: {t for t in ts if not (m == t.rpartition(".")[0] and
+                                        modules[m].endswith("__init__.py"))}
+             for m, ts in graph.items()}
+    cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
@@ -103,10 +109,15 @@ def test_no_reference_to_files_outside_the_repo():
     assert not offenders, f"files pointing outside the repo: {offenders}"
 
 
+def long_files(paths, limit, root=ROOT):
+    """``{relative path: lines}`` of the files over ``limit`` lines."""
+    return {os.path.relpath(p, root): n for p in paths
+            if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
+
+
 @pytest.mark.parametrize("limit", [400])
 def test_no_library_file_over_the_line_limit(limit):
-    long = {os.path.relpath(p, ROOT): n for p in _modules().values()
-            if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
+    long = long_files(_modules().values(), limit)
     assert not long, f"library files over {limit} lines (split them by idea): {long}"
 
 
@@ -248,3 +259,15 @@ def test_the_layer_checker_names_an_import_up_on_a_synthetic_graph():
     layers = [["p.low"], ["p.high"]]
     assert upward_imports({"p.low.a": {"p.high.b"}, "p.high.b": {"p.low.c"}}, layers) == [
         ("p.low.a", "p.high.b")]
+
+
+def test_the_cycle_checker_finds_a_cycle_on_a_synthetic_graph():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_line_cap_checker_names_a_long_file_in_tmp_path(tmp_path):
+    (tmp_path / "short.py").write_text("x = 1\n" * 400)
+    (tmp_path / "long.py").write_text("x = 1\n" * 401)
+    paths = [str(tmp_path / "short.py"), str(tmp_path / "long.py")]
+    assert long_files(paths, 400, root=str(tmp_path)) == {"long.py": 401}
