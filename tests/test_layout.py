@@ -52,13 +52,8 @@ def _imports(path, name, modules):
     return out
 
 
-def test_no_import_cycles_in_kdzoo():
-    modules = _modules()
-    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
-    # Edges from a package to its own submodules are how packages expose their API.
-    graph = {m: {t for t in ts if not (m == t.rpartition(".")[0] and
-                                        modules[m].endswith("__init__.py"))}
-             for m, ts in graph.items()}
+def find_cycles(graph):
+    """Each import cycle of ``{module: {imported}}`` as a path that ends where it starts."""
     cycles, state = [], {}
 
     def visit(m, stack):
@@ -73,6 +68,17 @@ def test_no_import_cycles_in_kdzoo():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+    return cycles
+
+
+def test_no_import_cycles_in_kdzoo():
+    modules = _modules()
+    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
+    # Edges from a package to its own submodules are how packages expose their API.
+    graph = {m: {t for t in ts if not (m == t.rpartition(".")[0] and
+                                        modules[m].endswith("__init__.py"))}
+             for m, ts in graph.items()}
+    cycles = find_cycles(graph)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
@@ -103,10 +109,15 @@ def test_no_reference_to_files_outside_the_repo():
     assert not offenders, f"files pointing outside the repo: {offenders}"
 
 
+def long_files(paths, limit, root=ROOT):
+    """``{relative path: lines}`` of the files over ``limit`` lines."""
+    return {os.path.relpath(p, root): n for p in paths
+            if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
+
+
 @pytest.mark.parametrize("limit", [400])
 def test_no_library_file_over_the_line_limit(limit):
-    long = {os.path.relpath(p, ROOT): n for p in _modules().values()
-            if (n := sum(1 for _ in open(p, encoding="utf-8"))) > limit}
+    long = long_files(_modules().values(), limit)
     assert not long, f"library files over {limit} lines (split them by idea): {long}"
 
 
@@ -134,3 +145,129 @@ def test_a_built_package_carries_the_top_level_model_cards(tmp_path):
     assert set(os.listdir(tmp_path / "kdzoo" / "pretrained")) >= shipped
     assert not os.path.exists(os.path.join(PACKAGE, "pretrained")), \
         "model cards belong in the top-level pretrained/, not inside kdzoo/"
+
+
+def init_logic(root):
+    """``{package __init__.py: [line of each statement that is not a re-export]}`` under root.
+
+    A package's ``__init__`` is its index: imports, ``__all__`` and a docstring. Logic there
+    runs on every ``import kdzoo.x.y`` and hides from anyone reading the submodules, so any
+    other statement (a def, a class, a call, an assignment other than ``__all__`` and
+    ``__version__``) is named.
+    """
+    found = {}
+    for dirpath, _, files in os.walk(root):
+        if "__init__.py" not in files:
+            continue
+        path = os.path.join(dirpath, "__init__.py")
+        tree = ast.parse(open(path, encoding="utf-8").read(), path)
+        bad = []
+        for i, node in enumerate(tree.body):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str):
+                continue
+            if isinstance(node, (ast.Assign, ast.AugAssign)) and all(
+                    isinstance(t, ast.Name) and t.id in ("__all__", "__version__")
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+                continue
+            bad.append(node.lineno)
+        if bad:
+            found[os.path.relpath(path, root)] = bad
+    return found
+
+
+# Named exceptions, each with its reason; anything else with logic in an __init__ fails.
+INIT_EXCEPTIONS = {
+    os.path.join("models", "__init__.py"):
+        "imports every model family module so each registers its architectures: "
+        "a new family is one file, with no list to edit (see "
+        "test_every_model_module_is_imported_and_registers_an_architecture)",
+}
+
+
+def test_each_package_init_only_re_exports():
+    found = {k: v for k, v in init_logic(PACKAGE).items() if k not in INIT_EXCEPTIONS}
+    assert found == {}, (
+        "package __init__.py files with logic (move it into a submodule and re-export it): "
+        f"{found}")
+    stale = set(INIT_EXCEPTIONS) - set(init_logic(PACKAGE))
+    assert not stale, f"INIT_EXCEPTIONS entries with no logic left (remove them): {stale}"
+
+
+def test_the_init_checker_names_a_def_in_a_synthetic_package(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""Doc."""\nfrom .sub import x\n__all__ = ["x"]\n')
+    (pkg / "sub" / "__init__.py").write_text("import os\n\ndef helper():\n    return 1\n")
+    assert init_logic(str(pkg)) == {os.path.join("sub", "__init__.py"): [3]}
+
+
+# The layers, lowest first, derived from the imports at 5908c3b. A module's layer is the
+# longest prefix listed; it may import only its own layer or lower ones.
+LAYERS = [
+    ["kdzoo.errors", "kdzoo.file_lock", "kdzoo.zoo.suggest"],   # suggest: stdlib only
+    ["kdzoo.atomic"],
+    ["kdzoo.data", "kdzoo.zoo.registry"],   # registry: models register into it
+    ["kdzoo.models"],
+    ["kdzoo.optim"],
+    ["kdzoo.distill"],
+    ["kdzoo.zoo"],
+    ["kdzoo.train"],
+    ["kdzoo.evaluation", "kdzoo.callbacks"],
+    ["kdzoo.cli", "kdzoo.__main__", "kdzoo"],
+]
+# Imports back up the layers that exist today, each named with its reason. Phase 2 of
+# issue 26 (the method seam) is where these move down; a new one fails the test.
+UPWARD_EXCEPTIONS = {
+    ("kdzoo.distill._checks", "kdzoo.train.checkpointing"):
+        "fit() puts the runner's StopOnNonFiniteLoss first (a function-level import)",
+    ("kdzoo.distill.self_distill.exit_reporting", "kdzoo.train.distribute"):
+        "exit reports write to the runner's per-worker subdirectory (function-level import)",
+    ("kdzoo.distill.self_distill.exit_reporting", "kdzoo.train.fit"):
+        "exit reports reuse fit's eval batches and resize (one evaluation path: issue 26 phase 2)",
+    ("kdzoo.zoo.loader", "kdzoo.train.checkpointing"):
+        "load() refuses weights with NaN/inf through the runner's non_finite_weights",
+}
+
+
+def layer_of(module, layers):
+    best = max((p for row in layers for p in row
+                if module == p or module.startswith(p + ".")), key=len, default=None)
+    return None if best is None else next(i for i, row in enumerate(layers) if best in row)
+
+
+def upward_imports(graph, layers):
+    """``[(importer, imported)]`` where the imported module sits on a higher layer."""
+    return sorted((m, t) for m, ts in graph.items() for t in ts
+                  if layer_of(t, layers) > layer_of(m, layers))
+
+
+def test_no_import_back_up_the_layers():
+    modules = _modules()
+    unplaced = [m for m in modules if layer_of(m, LAYERS) is None]
+    assert not unplaced, f"modules on no layer (add them to LAYERS): {unplaced}"
+    graph = {m: _imports(p, m, modules) for m, p in modules.items()}
+    found = upward_imports(graph, LAYERS)
+    assert [e for e in found if e not in UPWARD_EXCEPTIONS] == [], "imports back up the layers"
+    stale = set(UPWARD_EXCEPTIONS) - set(found)
+    assert not stale, f"UPWARD_EXCEPTIONS no longer needed (remove them): {stale}"
+
+
+def test_the_layer_checker_names_an_import_up_on_a_synthetic_graph():
+    layers = [["p.low"], ["p.high"]]
+    assert upward_imports({"p.low.a": {"p.high.b"}, "p.high.b": {"p.low.c"}}, layers) == [
+        ("p.low.a", "p.high.b")]
+
+
+def test_the_cycle_checker_finds_a_cycle_on_a_synthetic_graph():
+    assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert find_cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_line_cap_checker_names_a_long_file_in_tmp_path(tmp_path):
+    (tmp_path / "short.py").write_text("x = 1\n" * 400)
+    (tmp_path / "long.py").write_text("x = 1\n" * 401)
+    paths = [str(tmp_path / "short.py"), str(tmp_path / "long.py")]
+    assert long_files(paths, 400, root=str(tmp_path)) == {"long.py": 401}

@@ -1,7 +1,7 @@
 """Teacher-output cache: cached == online training, refusals, corruption, no teacher call.
 
 Small Fashion-MNIST CNNs (28 px, 256 real images), a few epochs each.
-Run: python -m pytest tests/distill/test_teacher_cache.py -x -q
+Run: python -m pytest tests/distill/funmatch/test_teacher_cache.py -x -q
 """
 
 import functools

@@ -1,6 +1,6 @@
 """mixed_precision="auto": the choice against given CPU flags and accelerators, not this machine's.
 
-Run: python -m pytest tests/distill/test_precision.py -q
+Run: python -m pytest tests/train/test_precision.py -q
 """
 
 import keras

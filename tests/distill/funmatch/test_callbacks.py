@@ -1,7 +1,7 @@
 """Checkpoints without the frozen teacher; stock callbacks with mode="auto" on the distillers.
 
 Real ``fit`` runs of tiny models (16 px, a few thousand parameters).
-Run: python -m pytest tests/distill/test_callbacks.py -q
+Run: python -m pytest tests/distill/funmatch/test_callbacks.py -q
 """
 
 import zipfile

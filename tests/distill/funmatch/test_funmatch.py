@@ -1,7 +1,7 @@
 """FunMatchDistiller: the eight teaching variants, views, caching, freezing, learning.
 
 Tiny models (a few thousand parameters), 16-32 px images, a few steps each.
-Run: python -m pytest tests/distill/test_funmatch.py -x -q
+Run: python -m pytest tests/distill/funmatch/test_funmatch.py -x -q
 """
 
 import json
@@ -23,7 +23,7 @@ from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.funmatch.views import ViewMaker
 from reference.views import views_and_boxes
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 # ---------------------------------------------------------------- helpers ---
@@ -577,7 +577,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    sys.path[:0] = [{tests!r}, {tests!r} + '/..']  # test_funmatch, tests/reference
+    sys.path[:0] = [{tests!r}, {tests!r} + '/../..']  # test_funmatch, tests/reference
     from test_funmatch import tiny, smooth_images, weights_of
     from kdzoo.distill.funmatch import FunMatchDistiller
 
