@@ -159,6 +159,11 @@ def main(argv):
         return report.print_plan(s, entries)
     if not FLAGS.report_only:
         report.train_all(entries)
+    report_study(s, entries)
+
+
+def report_study(s, entries):
+    """Measure the finished runs: the table, the plots, the evidence JSON, the zoo export."""
     evidence = FLAGS.evidence or (EVIDENCE if FLAGS.long else None)
     summary = report.summarize_study(s, entries, FLAGS.workdir, evidence, FLAGS.data_dir)
     print(report.format_table(summary))
