@@ -83,7 +83,10 @@ def make_run(config, workdir):
 
 def build(config, workdir):
     """``(model, make_train)`` exactly as the tree's runner builds them."""
-    from kdzoo.train import runner as train
+    try:
+        from kdzoo.train import runner as train
+    except ImportError:  # before 5908c3b (e.g. 020116a) the runner was the module kdzoo/train.py
+        import kdzoo.train as train
     run = make_run(config, workdir)
     kept = {}
 
