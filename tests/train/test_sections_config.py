@@ -13,13 +13,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "recipes"
 def _method_run(s, method, epochs, seed, workdir):
     import dataclasses
     cls = dataclasses.make_dataclass("R", [("method", str), ("image_size", object, None),
-                                           ("teacher_image_size", object, None)])
+                                           ("teacher_image_size", object, None),
+                                           ("model", object, None), ("student", object, None),
+                                           ("teacher", object, None)])
     return cls(method=method)
 
 
 def test_cross_resolution_arms_differ_as_specified():
     import fashion_mnist_sections as sec
-    entries = sec.plan_sections({}, ["3.3"], "/tmp/x", _method_run)
+    entries = sec.plan_sections({"student": "fmnist_cnn_w16", "teacher": "t"}, ["3.3"], "/tmp/x", _method_run)
     by_arm = {k["arm"]: r for k, r in entries if k["seed"] == 0}
     assert (by_arm["funmatch_teacher28"].image_size, by_arm["funmatch_teacher28"].teacher_image_size) == (20, 28)
     assert (by_arm["funmatch_teacher20"].image_size, by_arm["funmatch_teacher20"].teacher_image_size) == (20, 20)
@@ -30,4 +32,26 @@ def test_cross_resolution_arms_differ_as_specified():
 def test_unbuilt_section_is_refused_by_name():
     import fashion_mnist_sections as sec
     with pytest.raises(ValueError, match="3.4"):
-        sec.plan_sections({}, ["3.4"], "/tmp/x", _method_run)
+        sec.plan_sections({"student": "fmnist_cnn_w16"}, ["3.4"], "/tmp/x", _method_run)
+
+
+def test_cross_resolution_runs_build_their_distiller_at_the_students_size():
+    """The real recipe's runs: the 20 px arms get a 20 px student (a 28 px student made
+    FunMatchDistiller refuse image_size=20 at the first real 3.3 run), the teacher its own
+    28 px or 20 px, and the distiller accepts both."""
+    import fashion_mnist as fm
+    import fashion_mnist_sections as sec
+    from kdzoo.distill import FunMatchDistiller
+    fm.FLAGS(["fashion_mnist.py", "--sections"])
+    entries = sec.plan_sections(fm.settings(), ["3.3"], "/tmp/x", fm.method_run)
+    by_arm = {k["arm"]: r for k, r in entries if k["seed"] == 0}
+    assert by_arm["labels20"].model().input_shape == (None, 20, 20, 1)
+    for arm, teacher_side in (("funmatch_teacher28", 28), ("funmatch_teacher20", 20)):
+        run = by_arm[arm]
+        student, teacher = run.student(), run.teacher()
+        assert student.input_shape == (None, 20, 20, 1)
+        assert teacher.input_shape[1:3] == (teacher_side, teacher_side)
+        d = FunMatchDistiller(teacher, student, variant="funmatch", image_size=20,
+                              teacher_image_size=run.teacher_image_size)
+        assert d.image_size == 20
+    assert by_arm["funmatch_teacher20"].teacher_image_size == 20
