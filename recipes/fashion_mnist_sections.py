@@ -16,22 +16,27 @@ SECTIONS = {  # fixed before any run; see docs/fashion_mnist_study.md, "Sections
 PLANNED = ("3.4", "3.8", "3.5", "3.6b")  # not yet built (issue 24)
 
 
-def _cross_res(s, arm, epochs, seed, workdir, method_run):
-    """One 3.3 run: student at 20 px; the teacher at 28 px of the same crop, or at 20 px."""
+def _models_at(s, size):
+    """Student and teacher builders at ``size`` px: the teacher is the same pretrained
+    network applied to the smaller view (it is convolutional with global pooling), as the
+    paper's teacher-at-224 px arm is BiT at 224."""
     import functools
     from kdzoo import load
+    return (functools.partial(load, s["student"], weights=None, input_shape=(size, size, 1)),
+            functools.partial(load, s["teacher"], input_shape=(size, size, 1)))
+
+
+def _cross_res(s, arm, epochs, seed, workdir, method_run):
+    """One 3.3 run: student at 20 px; the teacher at 28 px of the same crop, or at 20 px."""
     size = SECTIONS["3.3"]["student_size"]
     run = method_run(s, "labels" if arm == "labels20" else "funmatch", epochs, seed, workdir)
-    student = functools.partial(load, s["student"], weights=None, input_shape=(size, size, 1))
+    student, teacher_small = _models_at(s, size)
     if arm == "labels20":
         return dataclasses.replace(run, image_size=size, model=student)
     if arm == "funmatch_teacher28":
         return dataclasses.replace(run, image_size=size, teacher_image_size=28, student=student)
-    # The teacher at 20 px is the same pretrained network applied to the 20 px view (it is
-    # convolutional with global pooling), as the paper's teacher-at-224 px arm is BiT at 224.
-    teacher = functools.partial(load, s["teacher"], input_shape=(size, size, 1))
     return dataclasses.replace(run, image_size=size, teacher_image_size=size, student=student,
-                               teacher=teacher)
+                               teacher=teacher_small)
 
 
 def _check(names):
