@@ -55,3 +55,25 @@ def test_cross_resolution_runs_build_their_distiller_at_the_students_size():
                               teacher_image_size=run.teacher_image_size)
         assert d.image_size == 20
     assert by_arm["funmatch_teacher20"].teacher_image_size == 20
+
+
+def test_another_family_student_is_a_mobilenet_near_the_cnn_students_flops():
+    """3.6b: MobileNetV3-Small at 32 px (its minimum) from scratch, the teacher at its own
+    28 px of the same crop; FLOPs within 10 % of the CNN student's at 28 px."""
+    import fashion_mnist as fm
+    import fashion_mnist_sections as sec
+    from kdzoo.distill import FunMatchDistiller, count_flops
+    fm.FLAGS(["fashion_mnist.py", "--sections"])
+    entries = sec.plan_sections(fm.settings(), ["3.6b"], "/tmp/x", fm.method_run)
+    assert len(entries) == 6  # 2 arms x 1 budget x 3 seeds
+    by_arm = {k["arm"]: r for k, r in entries if k["seed"] == 0}
+    labels, fun = by_arm["labels_mobilenet32"], by_arm["funmatch_mobilenet32"]
+    mobile = labels.model()
+    assert mobile.name.startswith("mobilenet_v3_small") and mobile.input_shape == (None, 32, 32, 1)
+    assert mobile.output_shape == (None, 10)  # not the card's 1,000 ImageNet classes
+    cnn = fm.method_run(fm.settings(), "labels", 300, 0, "/tmp/y").model()
+    assert abs(count_flops(mobile) / count_flops(cnn) - 1) < 0.1
+    student, teacher = fun.student(), fun.teacher()
+    assert teacher.input_shape == (None, 28, 28, 1) and fun.teacher_image_size == 28
+    assert FunMatchDistiller(teacher, student, variant="funmatch", image_size=32,
+                             teacher_image_size=28).image_size == 32
