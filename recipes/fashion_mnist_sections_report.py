@@ -105,6 +105,19 @@ def merge(old, records, rows, teacher, all_sections):
                 complete=not unreported and all(r["complete"] for r in sections.values()))
 
 
+def _merge_into(path, records, rows, teacher, all_sections):
+    """Read, merge and atomically replace ``path`` under a lock beside it (``.<name>.lock``):
+    reports of different sections finishing together each keep the other's update."""
+    from kdzoo.file_lock import FileLock
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    lock = os.path.join(folder, f".{os.path.basename(path)}.lock")
+    with FileLock(lock, what=f"The sections evidence {path}", blocking=True):
+        merged = merge(_load(path), records, rows, teacher, all_sections)
+        write_json(path, merged)
+    return merged
+
+
 def _load(path):
     return json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
 
@@ -119,9 +132,7 @@ def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_d
         got, missing = measure_rows([e for e in entries if e[0]["section"] == name],
                                     images, labels, teacher_pred)
         records[name], rows = section_record(cfg, got, missing, command), rows + got
-    merged = merge(_load(evidence), records, rows, info["teacher"], all_sections)
-    os.makedirs(os.path.dirname(os.path.abspath(evidence)), exist_ok=True)
-    write_json(evidence, merged)
+    merged = _merge_into(evidence, records, rows, info["teacher"], all_sections)
     return merged, [plot_section(merged, n, os.path.dirname(evidence)) for n in configs]
 
 
