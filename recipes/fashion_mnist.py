@@ -138,15 +138,20 @@ def plan_runs(s, workdir):
 
 
 def sections_main(s):
-    """--sections: plan (--dry_run) or train the named sections; rows/plots not yet built."""
+    """--sections: plan (--dry_run), train (unless --report_only) and report the named
+    sections: rows in --evidence (default docs/results/fashion_mnist_sections.json), a plot each."""
     import fashion_mnist_sections as sections
+    import fashion_mnist_sections_report as sreport
+    names = FLAGS.section.split(",")
     try:
-        entries = sections.plan_sections(s, FLAGS.section.split(","), FLAGS.workdir, method_run)
+        entries = sections.plan_sections(s, names, FLAGS.workdir, method_run)
     except ValueError as e:
         common.fail(str(e))
     if FLAGS.dry_run:
-        return report.print_plan(s, entries)
-    report.train_all(entries)
+        return sreport.print_plan(entries)
+    if not FLAGS.report_only:
+        report.train_all(entries)
+    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir)
 
 
 def main(argv):

@@ -31,13 +31,32 @@ def print_plan(s, entries):
 
 
 def train_all(entries):
-    """Train every run not yet finished, one after another, with a line per run."""
+    """Train every run not yet finished, one after another, with a line per run; each run
+    trained records its wall time in ``wall.json`` (:func:`_record_wall`)."""
     for i, (key, run) in enumerate(entries):
-        start = time.perf_counter()
+        start, start_step = time.perf_counter(), _checkpoint_step(run)
         if not study.run_one(run):  # finished with these settings (others are refused)
             continue
+        seconds = time.perf_counter() - start
+        _record_wall(run, seconds, start_step)
         print(f"[{i + 1}/{len(entries)}] {key['method']} {key['epochs']} epochs seed "
-              f"{key['seed']}: {time.perf_counter() - start:.0f} s", flush=True)
+              f"{key['seed']}: {seconds:.0f} s", flush=True)
+
+
+def _checkpoint_step(run):
+    """The step a run resumes from (0: none yet), from its checkpoints' state.json."""
+    from kdzoo.train import checkpointing
+    path = os.path.join(run.workdir, "checkpoints", checkpointing.STATE_FILE)
+    return json.load(open(path, encoding="utf-8")).get("step", 0) if os.path.exists(path) else 0
+
+
+def _record_wall(run, seconds, start_step):
+    """``wall.json``: this process's seconds over the steps it trained (setup, compile and
+    the final test evaluation included: the cost of a run as a user pays it)."""
+    steps = json.load(open(os.path.join(run.workdir, "metrics.json")))["total_steps"] - start_step
+    write_json(os.path.join(run.workdir, "wall.json"), dict(
+        seconds=seconds, steps=steps, start_step=start_step,
+        seconds_per_step=seconds / steps if steps > 0 else None))
 
 
 def _load(path):
@@ -53,7 +72,7 @@ def _measure(run, images, labels, teacher_pred):
     if os.path.exists(cache):
         return json.load(open(cache, encoding="utf-8"))
     model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
-    logits = model.predict(images, batch_size=1000, verbose=0)
+    logits = model.predict(test_view(images, run.image_size), batch_size=1000, verbose=0)
     result = {}
     if isinstance(logits, (list, tuple)):  # self distillation: one output per exit
         result, logits = _exits(model, logits, labels), logits[-1]
@@ -62,6 +81,19 @@ def _measure(run, images, labels, teacher_pred):
                   agreement=100 * float(np.mean(pred == teacher_pred)))
     write_json(cache, result)
     return result
+
+
+def test_view(images, size):
+    """The runs' evaluation view of the test images at ``size`` px: ``resize_small|central_crop``
+    as the runner's (:func:`kdzoo.train.eval_batches`); the identity at their own 28 px."""
+    if not size or size == images.shape[1]:
+        return images
+    import tensorflow as tf
+    from kdzoo.data import get_spec
+    from kdzoo.train import eval_batches, eval_resize_small
+    examples = tf.data.Dataset.from_tensor_slices((images, np.zeros(len(images), np.int32)))
+    batches = eval_batches(examples, size, 1000, eval_resize_small(get_spec("fashion_mnist"), size))
+    return np.concatenate([x for x, _ in batches.as_numpy_iterator()])
 
 
 def _exits(model, logits, labels):

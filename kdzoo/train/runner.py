@@ -33,6 +33,7 @@ from kdzoo.data.stream import labeled_stream, total_steps  # noqa: F401  (re-exp
 from kdzoo.train.fit import (Schedule, eval_batches, eval_resize_small, eval_text, fit_resumable,  # noqa: F401
                              fit_schedule, make_schedule, seed_everything, set_precision)
 from kdzoo.train.precision import resolve_precision
+from kdzoo.train.train_data import _train_spec, stream_shuffle, train_examples  # noqa: F401
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -54,6 +55,7 @@ class RunOptions:
     train_split: str | None = None     # replaces the spec's train split ("train": all of it)
     train_per_class: int | None = None  # a class-balanced subset of the train split ...
     subset_seed: int = 0                # ... drawn once by this seed (kdzoo.data.subset)
+    train_images: object = None  # callable -> uint8 images (, labels): these instead (data.arrays)
     eval_batch_size: int = 256
     eval_roles: tuple = ("minival", "test")  # the splits scored into metrics.json
     verbose: object = "auto"
@@ -85,35 +87,8 @@ class FunMatchRun(RunOptions):
     teacher_image_size: int | None = None
     distill_dataset: str | None = None   # out-of-domain: distill on these images
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
+    optimizer: object = None  # callable (total_steps, warmup_steps) -> optimizer; None: paper Adam
     teacher_cache: str | None = None  # train from this file (write_teacher_cache), no teacher
-
-
-def _train_spec(run):
-    """The spec the run trains on, with ``run.train_split`` in place of its train split."""
-    from kdzoo.data import get_spec
-    spec = get_spec(getattr(run, "distill_dataset", None) or run.dataset)
-    return dataclasses.replace(spec, train_split=run.train_split) if run.train_split else spec
-
-
-def train_examples(run):
-    """``(examples, N)`` a run trains on: the train split, its first N, or a balanced subset."""
-    from kdzoo.data import load_split, num_examples
-    from kdzoo.data.subset import balanced_subset
-    spec = _train_spec(run)
-    whole_stream = not (spec.cache_in_memory or run.train_per_class or run.num_train_examples)
-    examples = load_split(spec, "train", run.data_dir, seed=run.seed, shuffle_files=whole_stream,
-                          reshuffle_each_iteration=False)
-    if run.train_per_class:
-        examples, n = balanced_subset(examples, run.train_per_class, run.subset_seed)
-    elif run.num_train_examples:
-        examples, n = examples.take(run.num_train_examples), run.num_train_examples
-    else:
-        n = num_examples(spec, "train", run.data_dir)
-    if n is not None and run.batch_size > n:  # checked before the workdir is claimed
-        from kdzoo.errors import RecipeError
-        raise RecipeError(f"--batch_size {run.batch_size} is larger than the {n} training "
-                          f"images of this run; pass --batch_size {n} or less (or more images).")
-    return examples, n
 
 
 def plan(run, num_train_examples=None):
@@ -194,13 +169,6 @@ def _summary(run, schedule):
             "steps_per_log": schedule.interval}
 
 
-def stream_shuffle(run):
-    """big_vision's buffer for a streamed set (food101, sun397: 50k; imagenet2012: 250k)
-    over its shuffled files (:func:`train_examples`); cached sets keep the default."""
-    spec = _train_spec(run)
-    return {} if spec.cache_in_memory else {"shuffle_buffer": spec.shuffle_buffer}
-
-
 def _funmatch_setup(run, strategy):
     """``(spec, schedule, distiller, train images, N)`` of a FunMatch run, compiled."""
     from kdzoo.data import get_spec
@@ -215,10 +183,10 @@ def _funmatch_setup(run, strategy):
             run.teacher(), run.student(), variant=run.variant, temperature=run.temperature,
             image_size=image_size, teacher_image_size=run.teacher_image_size, seed=run.seed,
             **{**stream_shuffle(run), **run.distiller_kwargs})
-        distiller.compile(
-            optimizer=paper_optimizer(run.lr, schedule.total_steps, schedule.warmup_steps,
-                                      run.weight_decay),
-            jit_compile=run.jit_compile)
+        distiller.compile(optimizer=run.optimizer(schedule.total_steps, schedule.warmup_steps)
+                          if run.optimizer else paper_optimizer(
+                              run.lr, schedule.total_steps, schedule.warmup_steps,
+                              run.weight_decay), jit_compile=run.jit_compile)
     min_side = max(image_size, run.teacher_image_size or 0)
     return spec, schedule, distiller, upscale_small_images(train_images, min_side), n_train
 

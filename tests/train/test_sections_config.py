@@ -31,8 +31,10 @@ def test_cross_resolution_arms_differ_as_specified():
 
 def test_unbuilt_section_is_refused_by_name():
     import fashion_mnist_sections as sec
-    with pytest.raises(ValueError, match="3.4"):
-        sec.plan_sections({"student": "fmnist_cnn_w16"}, ["3.4"], "/tmp/x", _method_run)
+    for name in ("3.5", "3.6a", "3.7"):
+        with pytest.raises(ValueError, match=rf"\['{name}'\] not built"):
+            sec.plan_sections({"student": "fmnist_cnn_w16"}, ["3.3", name], "/tmp/x",
+                              _method_run)
 
 
 def test_cross_resolution_runs_build_their_distiller_at_the_students_size():
@@ -77,3 +79,52 @@ def test_another_family_student_is_a_mobilenet_near_the_cnn_students_flops():
     assert teacher.input_shape == (None, 28, 28, 1) and fun.teacher_image_size == 28
     assert FunMatchDistiller(teacher, student, variant="funmatch", image_size=32,
                              teacher_image_size=28).image_size == 32
+
+
+def _real(names):
+    import fashion_mnist as fm
+    import fashion_mnist_sections as sec
+    fm.FLAGS(["fashion_mnist.py", "--sections"])
+    return fm.settings(), sec.plan_sections(fm.settings(), names, "/tmp/x", fm.method_run)
+
+
+def test_shampoo_arm_differs_from_adam_only_in_its_optimizer():
+    import kdzoo
+    from kdzoo.optim import Shampoo
+    from kdzoo.train import plan, run_dir
+    s, entries = _real(["3.4"])
+    assert len(entries) == 18  # 2 arms x 3 budgets x 3 seeds
+    pairs = {}
+    for key, run in entries:
+        pairs.setdefault((key["epochs"], key["seed"]), {})[key["arm"]] = run
+    for (epochs, seed), arms in pairs.items():
+        adam, sh = arms["funmatch_adam"], arms["funmatch_shampoo"]
+        mine, theirs = run_dir.settings_of(adam), run_dir.settings_of(sh)
+        assert adam.optimizer is None and theirs["optimizer"]["callable"].endswith(".shampoo")
+        assert {k for k in mine if mine[k] != theirs[k]} == {"optimizer"}
+        assert (adam.epochs, adam.seed, adam.variant) == (epochs, seed, "funmatch")
+    total, warmup = plan(pairs[(300, 0)]["funmatch_shampoo"])[0].total_steps, 117
+    assert total == 2344  # by hand: round(300 * 1000 / 128)
+    opt = pairs[(300, 0)]["funmatch_shampoo"].optimizer(total, warmup)
+    assert isinstance(opt, Shampoo) and opt.global_clipnorm == 1.0
+    assert opt.weight_decay == pytest.approx(1e-4 / 3e-3)
+    assert float(opt._learning_rate(warmup)) == pytest.approx(3e-3, rel=1e-3)  # warm-up done
+    assert float(opt._learning_rate(total)) == pytest.approx(0.0, abs=1e-9)     # cosine to 0
+    student = kdzoo.load("fmnist_cnn_w16", weights=None)
+    opt.build(student.trainable_variables)
+    decayed = {v.path for v in student.trainable_variables if opt._use_weight_decay(v)}
+    assert decayed and all(p.endswith("kernel") for p in decayed)
+
+
+def test_out_of_domain_arms_run_the_in_domain_number_of_steps():
+    from kdzoo.train import plan
+    s, entries = _real(["3.8"])
+    assert len(entries) == 12  # 4 arms x 3 seeds
+    by_arm = {k["arm"]: r for k, r in entries if k["seed"] == 0}
+    assert by_arm["in_domain_1000"].train_images is None
+    for arm, n in (("in_domain_1000", 1000), ("in_domain_59000", 59_000),
+                   ("digits_1797", 1_797), ("natural_crops_59000", 59_000)):
+        _, info = plan(by_arm[arm])
+        assert (info["train_examples"], info["total_steps"]) == (n, 2344), arm
+        assert info["warmup_steps"] == 117 and by_arm[arm].variant == "funmatch"
+    assert by_arm["digits_1797"].distiller_kwargs["shuffle_buffer"] == 1797
