@@ -32,7 +32,7 @@ PYTEST := $(PYTHON) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadfi
 venv: $(if $(filter .venv/bin/python,$(PYTHON)),.venv/bin/python)
 
 install: venv
-	$(PYTHON) -m pip install -q -e ".[cpu,hub,test]"
+	$(PYTHON) -m pip install -q -e ".[cpu,hub,test,study]"
 
 # Debian's offline Fashion-MNIST; where apt is unavailable kdzoo falls back to keras.datasets.
 data:

@@ -17,7 +17,7 @@ from kdzoo.train import runner
 def _run(dataset, **kw):
     fields = dict(dataset=dataset, distill_dataset=None, train_split=None, data_dir=None,
                   seed=7, train_per_class=None, num_train_examples=None, batch_size=4,
-                  subset_seed=0)
+                  subset_seed=0, train_images=None)
     return types.SimpleNamespace(**{**fields, **kw})
 
 
