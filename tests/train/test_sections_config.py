@@ -67,7 +67,7 @@ def test_another_family_student_is_a_mobilenet_near_the_cnn_students_flops():
     from kdzoo.distill import FunMatchDistiller, count_flops
     fm.FLAGS(["fashion_mnist.py", "--sections"])
     entries = sec.plan_sections(fm.settings(), ["3.6b"], "/tmp/x", fm.method_run)
-    assert len(entries) == 6  # 2 arms x 1 budget x 3 seeds
+    assert len(entries) == 12  # 4 arms x 1 budget x 3 seeds
     by_arm = {k["arm"]: r for k, r in entries if k["seed"] == 0}
     labels, fun = by_arm["labels_mobilenet32"], by_arm["funmatch_mobilenet32"]
     mobile = labels.model()
@@ -79,6 +79,37 @@ def test_another_family_student_is_a_mobilenet_near_the_cnn_students_flops():
     assert teacher.input_shape == (None, 28, 28, 1) and fun.teacher_image_size == 28
     assert FunMatchDistiller(teacher, student, variant="funmatch", image_size=32,
                              teacher_image_size=28).image_size == 32
+
+
+def test_the_bn09_arms_differ_from_the_first_two_only_in_batch_norm_momentum():
+    """3.6b's added arms: every batch norm of the student at momentum 0.9 (the first
+    arms keep keras.applications' 0.999), nothing else about the run changed."""
+    import dataclasses
+    import keras
+    import fashion_mnist as fm
+    import fashion_mnist_sections as sec
+    fm.FLAGS(["fashion_mnist.py", "--sections"])
+    by_arm = {k["arm"]: r for k, r in sec.plan_sections(fm.settings(), ["3.6b"], "/tmp/x",
+                                                          fm.method_run) if k["seed"] == 0}
+    for old, new, builder in (("labels_mobilenet32", "labels_mobilenet32_bn09", "model"),
+                              ("funmatch_mobilenet32", "funmatch_mobilenet32_bn09",
+                               "student")):
+        a, b = getattr(by_arm[old], builder)(), getattr(by_arm[new], builder)()
+        bn = lambda m: [l.momentum for l in m.layers
+                        if isinstance(l, keras.layers.BatchNormalization)]
+        assert len(bn(a)) == len(bn(b)) > 30
+        assert set(bn(a)) == {0.999} and set(bn(b)) == {0.9}
+        assert [w.shape for w in a.weights] == [w.shape for w in b.weights]
+        fields = {f.name for f in dataclasses.fields(by_arm[old])} - {builder, "workdir"}
+        assert all(getattr(by_arm[old], f) == getattr(by_arm[new], f) for f in fields
+                   if not callable(getattr(by_arm[old], f))), fields
+
+
+def test_mobilenet_refuses_a_bn_momentum_outside_0_1():
+    import kdzoo
+    with pytest.raises(ValueError, match="bn_momentum"):
+        kdzoo.load("mobilenet_v3_small", weights=None, input_shape=(32, 32, 1),
+                   build_options={"bn_momentum": 1.5})
 
 
 def _real(names):
