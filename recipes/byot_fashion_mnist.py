@@ -38,7 +38,7 @@ FLAGS = flags.FLAGS
 
 STUDY = dict(  # fixed before any run; see docs/self_distillation.md, "The BYOT table"
     dataset="fashion_mnist_32", train_per_class=1000, subset_seed=0, image_size=32,
-    epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, version="journal",
+    epochs=15, batch_size=128, lr=0.1, weight_decay=5e-4, version="journal",
     alpha=0.3, temperature=3.0, feature_weight=0.03, mixed_precision="float32",
     crop="pad", pad_fill=0, flip=True, autoaugment=None, cutout=16,
     archs={"cifar_resnet18": {"base_width": 8}, "cifar_vgg19_bn": {"width_divisor": 8},
@@ -47,8 +47,17 @@ STUDY = dict(  # fixed before any run; see docs/self_distillation.md, "The BYOT 
     seeds=(0, 1, 2),
     kd=dict(teacher="cifar_resnet18", teacher_build={"base_width": 16}, temperature=3.0,
             alpha=0.3),  # planned: waits for a KD run type (branch seam26)
-    sizing_s_per_epoch={a: {"baseline": 0, "self_distillation": 0, "deep_supervision": 0, "kd": 0}
-                        for a in ("cifar_resnet18", "cifar_vgg19_bn", "cifar_wrn20_8")})
+    # Seconds per epoch (train + the minival/test report) of the seed-0 3-epoch sizing runs
+    # (commit b9c48d5, 2 vCPU under load ~6: docs/self_distillation.md); kd: estimated as
+    # baseline + 13 s (the teacher's forward pass over 10,000 images), not measured.
+    sizing_s_per_epoch={
+        "cifar_resnet18": {"baseline": 29, "self_distillation": 39, "deep_supervision": 40,
+                           "kd": 42},
+        "cifar_vgg19_bn": {"baseline": 17, "self_distillation": 25, "deep_supervision": 30,
+                           "kd": 30},
+        "cifar_wrn20_8": {"baseline": 65, "self_distillation": 60, "deep_supervision": 57,
+                          "kd": 78}},
+    sizing_s_per_run=60)  # start-up (data, subset) + the final test evaluation and save
 RUN_METHOD = {"baseline": "labels", "self_distillation": "self_distillation",
               "deep_supervision": "deep_supervision", "kd": None}  # kd: hook up here
 

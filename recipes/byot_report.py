@@ -49,7 +49,7 @@ def print_plan(s, entries):
 def estimate_seconds(s, entries):
     """Wall time of the planned runs from the sizing runs' seconds per epoch (train + eval)."""
     return sum(s["sizing_s_per_epoch"][k["arch"]][k["method"]] * k["epochs"]
-               for k, _ in entries)
+               + s["sizing_s_per_run"] for k, _ in entries)
 
 
 def _per_data_epoch(per_epoch, batch_size, n_train):

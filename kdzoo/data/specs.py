@@ -23,8 +23,9 @@ fashion_mnist_32  (the same, 32 px)   train[:55000]  train[55000:]  test
 * cifar100 is not in the function-matching paper (it is the self-distillation
   paper's dataset, which tunes on nothing). kdzoo holds out the last 2 % of
   train (1,000 images) as minival so that grids can select without touching
-  test. Train on ``train`` (all 50k) to reproduce the published numbers; the
-  spec's ``train`` split is the 98 % one.
+  test. Train on ``train`` (all 50k) to train as the authors' code does (which
+  published numbers that code produced is not established: docs/self_distillation.md,
+  "Versions"); the spec's ``train`` split is the 98 % one.
 * fashion_mnist is the embedded offline dataset (Debian's
   ``dataset-fashion-mnist``, read by :mod:`kdzoo.data.fashion_mnist`, never
   through TFDS because Debian's files fail TFDS's checksums). Minival is the
