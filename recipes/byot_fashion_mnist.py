@@ -48,7 +48,7 @@ STUDY = dict(  # fixed before any run; see docs/self_distillation.md, "The BYOT 
     kd=dict(teacher="cifar_resnet18", teacher_build={"base_width": 16}, temperature=3.0,
             alpha=0.3),  # planned: waits for a KD run type (branch seam26)
     # Seconds per epoch (train + the minival/test report) of the seed-0 3-epoch sizing runs
-    # (commit b9c48d5, 2 vCPU under load ~6: docs/self_distillation.md); kd: estimated as
+    # (b9c48d5 + e1fcb2a's checkpoint interval, 2 vCPU, load ~6: docs/self_distillation.md); kd: est.
     # baseline + 13 s (the teacher's forward pass over 10,000 images), not measured.
     sizing_s_per_epoch={
         "cifar_resnet18": {"baseline": 29, "self_distillation": 39, "deep_supervision": 40,
