@@ -235,7 +235,7 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
     if cache:
         if decode is not None:
             ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
-        ds = ds.cache()
+        ds = pad_to_square(ds, spec.pad_to).cache()
         if shuffle:
             n_pipes, _ = _num_pipelines(input_context)
             total = num_examples(spec, role, data_dir)
@@ -245,7 +245,25 @@ def load_split(spec_or_name, role, data_dir=None, *, shuffle=False, seed=0,
             ds = shuffled(ds, spec.shuffle_buffer)
         if decode is not None:
             ds = ds.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = pad_to_square(ds, spec.pad_to)
     return ds
+
+
+def pad_to_square(examples, side):
+    """(image, label) examples zero-padded, centred, to ``side`` x ``side`` (``None``: as is).
+
+    A spec's ``pad_to`` (``fashion_mnist_32``): the extra row / column of an odd
+    difference goes to the bottom / right. A larger image raises when read.
+    """
+    if side is None:
+        return examples
+
+    def pad(image, label):
+        return tf.image.pad_to_bounding_box(
+            image, (side - tf.shape(image)[0]) // 2, (side - tf.shape(image)[1]) // 2,
+            side, side), label
+
+    return examples.map(pad, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def eval_preprocess(image, size, resize_small=None, method="area"):

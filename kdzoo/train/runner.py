@@ -277,11 +277,11 @@ def run_funmatch(run):
 class SupervisedRun(RunOptions):
     """Training on labels: a plain network, a self-distilled one, or deep supervision.
 
-    ``model``: callable returning the network (a zoo backbone). ``method``:
-    ``"labels"`` (plain CE; with ``mixup_alpha`` the paper's "fine-tune with
-    mixup" baseline), ``"self_distillation"`` or ``"deep_supervision"``
-    (``kdzoo.SelfDistillation`` over the backbone's stages). ``optimizer``:
-    callable ``total_steps -> keras optimizer``. ``best_epoch_report``: the per-epoch
+    ``model``: callable returning the network (a zoo backbone). ``method``: ``"labels"``
+    (plain CE; with ``mixup_alpha`` the paper's "fine-tune with mixup" baseline),
+    ``"self_distillation"`` or ``"deep_supervision"`` (``kdzoo.SelfDistillation`` over the
+    stages; ``version``: its BYOT version, :mod:`kdzoo.distill.self_distill.byot_versions`).
+    ``optimizer``: callable ``total_steps -> keras optimizer``. ``best_epoch_report``: the per-epoch
     minival / test report (:mod:`kdzoo.distill.self_distill.exit_reporting`) and its best / last
     epoch keys in ``metrics.json``; ``None``: on for the exits' methods only.
     """
@@ -305,6 +305,7 @@ class SupervisedRun(RunOptions):
     temperature: float = 3.0
     feature_weight: float = 0.03
     best_epoch_report: bool | None = None  # None: on for SelfDistillation models only
+    version: str | None = None  # SelfDistillation(version=): "journal" / "iccv2019" heads+hint
 
 
 METHODS = ("labels", "self_distillation", "deep_supervision")
@@ -344,10 +345,9 @@ def run_supervised(run):
         else:
             from kdzoo.distill.self_distill import SelfDistillation
             model = SelfDistillation(network, num_classes=spec.num_classes, alpha=run.alpha,
-                                     temperature=run.temperature,
+                                     temperature=run.temperature, version=run.version,
                                      feature_weight=run.feature_weight, mode=run.method)
-            model.compile(optimizer=run.optimizer(steps),
-                          jit_compile=run.jit_compile)
+            model.compile(optimizer=run.optimizer(steps), jit_compile=run.jit_compile)
     best = _fit(model, lambda step: labeled_stream(
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
         seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,

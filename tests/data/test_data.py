@@ -35,7 +35,7 @@ def test_expected_datasets_and_paper_splits():
         s = D.get_spec(n)
         assert (s.input_size, s.eval_resize_small) == (128, 160)
     assert {n for n in D.list_datasets() if D.get_spec(n).cache_in_memory} == {
-        "flowers102", "pets", "cifar100", "fashion_mnist"}
+        "flowers102", "pets", "cifar100", "fashion_mnist", "fashion_mnist_32"}
 
 
 def test_get_spec_aliases_and_did_you_mean():

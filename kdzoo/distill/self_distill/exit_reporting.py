@@ -16,7 +16,9 @@ the test split, and writes ``exit_accuracy.json``::
 
 "epoch" is a Keras epoch of the run (in ``kdzoo.train`` one log interval,
 ``steps_per_log`` steps: 500 for the CIFAR-100 recipe, not one pass over the data);
-``step`` is the optimiser step at its end. Each split's entry holds
+``step`` is the optimiser step at its end; ``train_s`` the seconds from the epoch's
+start to its last train step (no evaluation, no checkpoint: what a comparison of
+training speed needs). Each split's entry holds
 ``{"exit1".."exitN", "ensemble"}`` top-1. A resumed run reloads
 the file and drops the epochs it trains again. ``best_weights``: the weights of
 the best selection epoch are also written there (atomically), as the official code
@@ -25,6 +27,7 @@ saves its best checkpoint, but chosen on the selection split.
 
 import json
 import os
+import time
 
 import keras
 
@@ -79,14 +82,23 @@ class ExitAccuracyReport(keras.callbacks.Callback):
         self.selection_trained_on = bool(selection_trained_on)
         self.best_weights = best_weights
         self.history = []
+        self._epoch_start = self._last_step = None  # a callback driven without fit: no time
 
     def on_train_begin(self, logs=None):
         if not self.history and os.path.exists(self.path):
             with open(self.path) as f:
                 self.history = json.load(f).get("per_epoch", [])
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = self._last_step = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_step = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         entry = {"epoch": epoch + 1, "step": int(self.model.optimizer.iterations),
+                 "train_s": None if self._epoch_start is None else
+                 self._last_step - self._epoch_start,
                  self.selection_name: _accuracies(
             self.model.evaluate(self.selection_data, return_dict=True, verbose=0))}
         if self.test_data is not None:

@@ -1,0 +1,151 @@
+"""Issue 28, the BYOT table: the planner of recipes/byot_fashion_mnist.py and its report.
+
+The report is checked on tiny real runs against figures computed here from the saved
+models on the test images padded by hand (not from the report's own reading).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "recipes"))
+
+
+def _settings(*argv):
+    import byot_fashion_mnist as byot
+    byot.FLAGS.unparse_flags()
+    byot.FLAGS(["byot_fashion_mnist.py", *argv])
+    return byot, byot.settings()
+
+
+def test_the_whole_table_is_planned_seed_by_seed_with_kd_refused_by_name():
+    byot, s = _settings()
+    entries = byot.plan_runs(s, "/tmp/byot")
+    assert len(entries) == 3 * 4 * 3  # archs x methods x seeds
+    assert [k["seed"] for k, _ in entries] == sorted(k["seed"] for k, _ in entries)
+    assert len({r.workdir for _, r in entries if r is not None}) == 27
+    kd = [r for k, r in entries if k["method"] == "kd"]
+    assert len(kd) == 9 and all(r is None for r in kd)
+    with pytest.raises(ValueError, match="'kd'.*no KD run type"):
+        byot.make_run(s, "cifar_resnet18", "kd", 0, "/tmp/x")
+    by = {(k["arch"], k["method"]): r for k, r in entries if k["seed"] == 0 and r is not None}
+    for (arch, method), run in by.items():
+        assert (run.dataset, run.train_per_class, run.image_size, run.epochs) == (
+            "fashion_mnist_32", 1000, 32, s["epochs"])
+        assert (run.crop, run.pad_fill, run.flip, run.autoaugment, run.cutout) == (
+            "pad", 0, True, None, 16)
+        assert run.version == (None if method == "baseline" else "journal")
+        assert run.best_epoch_report and run.eval_roles == ("test",)
+        assert run.log_every_steps == round(s["epochs"] * 10000 / 128) // s["epochs"]
+    assert by["cifar_vgg19_bn", "baseline"].method == "labels"
+    assert by["cifar_wrn20_8", "deep_supervision"].method == "deep_supervision"
+
+
+def test_a_part_of_the_table_and_bad_selections():
+    byot, s = _settings("--arch", "cifar_vgg19_bn", "--methods", "baseline,kd", "--seeds", "2")
+    entries = byot.plan_runs(s, "/tmp/byot")
+    assert [(k["arch"], k["method"], k["seed"]) for k, _ in entries] == [
+        ("cifar_vgg19_bn", "baseline", 2), ("cifar_vgg19_bn", "kd", 2)]
+    with pytest.raises(SystemExit):
+        _settings("--arch", "cifar_resnet19")
+
+
+def test_the_subset_and_the_selection_split_are_disjoint_and_the_images_are_32px():
+    from kdzoo.data import get_spec, load_split, split_ranges
+    spec = get_spec("fashion_mnist_32")
+    (tb, t0, t1), = split_ranges(spec.train_split, spec.base_split_sizes)
+    (mb, m0, m1), = split_ranges(spec.minival_split, spec.base_split_sizes)
+    assert tb == mb == "train" and (t1 <= m0) and m1 - m0 == 5000
+    image, _ = next(iter(load_split(spec, "test")))
+    assert image.shape == (32, 32, 1)
+
+
+def _padded_test():
+    from kdzoo.data import fashion_mnist
+    x, y = fashion_mnist.load("test")
+    return np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))).astype("float32"), y
+
+
+def _independent_top1(run, images, labels, weights=None):
+    """Top-1 % per output of the saved network (or of ``weights`` loaded into it)."""
+    import keras
+    import kdzoo  # noqa: F401
+    model = keras.saving.load_model(os.path.join(run.workdir, "model.keras"))
+    if weights:
+        model.load_weights(weights)
+    out = model.predict(images, batch_size=1000, verbose=0)
+    outs = out if isinstance(out, list) else [out]
+    acc = [100 * float(np.mean(np.argmax(o, -1) == labels)) for o in outs]
+    ens = 100 * float(np.mean(np.mean(np.stack(outs), 0).argmax(-1) == labels))
+    return acc, ens
+
+
+def _hand_flops(model):
+    """2 x MACs of Conv2D / DepthwiseConv2D / Dense, from kernel and output shapes."""
+    import keras
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw, c, m = layer.kernel.shape
+            total += 2 * kh * kw * c * m * np.prod(layer.output.shape[1:3])
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            total += 2 * kh * kw * cin * cout * np.prod(layer.output.shape[1:3])
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * np.prod(layer.kernel.shape)
+    return int(total)
+
+
+@pytest.mark.slow
+def test_the_report_of_tiny_runs_matches_an_independent_measurement(tmp_path):
+    import time
+
+    import byot_report
+    import fashion_mnist_report
+    byot, s = _settings()
+    s = dict(s, archs={"cifar_resnet18": {"base_width": 2}}, epochs=2, train_per_class=2,
+             batch_size=10, seeds=(0, 1), methods=("baseline", "self_distillation", "kd"))
+    entries = byot.plan_runs(s, str(tmp_path / "runs"))
+    start = time.perf_counter()
+    fashion_mnist_report.train_all([e for e in entries if e[1] is not None])
+    wall = time.perf_counter() - start
+    evidence = str(tmp_path / "results" / "byot.json")
+    text = byot_report.write_report(s, entries, str(tmp_path / "runs"), evidence)
+    record = json.load(open(evidence))
+    assert (record["planned_runs"], record["finished_runs"], record["complete"]) == (6, 4, False)
+    assert os.path.getsize(tmp_path / "results" / "byot_cifar_resnet18.png") > 1000
+    images, labels = _padded_test()
+    mine = {}
+    for key, run in ((k, r) for k, r in entries if r is not None):
+        rows = {r["exit"]: r for r in record["rows"]
+                if (r["method"], r["seed"]) == (key["method"], key["seed"])}
+        last = _independent_top1(run, images, labels)
+        best = _independent_top1(run, images, labels,
+                                 os.path.join(run.workdir, "best_exit.weights.h5"))
+        if key["method"] == "baseline":
+            assert set(rows) == {"output"}
+            assert rows["output"]["top1_last"] == pytest.approx(last[0][0], abs=0.011)
+            assert rows["output"]["top1_best"] == pytest.approx(best[0][0], abs=0.011)
+            net = run.model()
+            assert rows["output"]["flops"] == _hand_flops(net)
+        else:
+            assert set(rows) == {1, 2, 3, 4, "ensemble"} and isinstance(rows[1]["exit"], int)
+            for i in range(4):
+                assert rows[i + 1]["top1_last"] == pytest.approx(last[0][i], abs=0.011)
+                assert rows[i + 1]["top1_best"] == pytest.approx(best[0][i], abs=0.011)
+            assert rows["ensemble"]["top1_last"] == pytest.approx(last[1], abs=0.011)
+            flops = [rows[i]["flops"] for i in (1, 2, 3, 4)]
+            assert flops == sorted(flops) and rows["ensemble"]["flops"] >= flops[-1]
+        assert all(0 < r["train_s_per_epoch"] < wall for r in rows.values())
+        mine[key["method"], key["seed"]] = rows
+    sd_ens = [mine["self_distillation", seed]["ensemble"]["top1_best"] for seed in (0, 1)]
+    base = [mine["baseline", seed]["output"]["top1_best"] for seed in (0, 1)]
+    line = next(x for x in text.splitlines() if x.startswith("| cifar_resnet18 | self_dist"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2] == f"{np.mean(base):.2f} ± {np.std(base):.2f}"
+    assert cells[-1] == f"{np.mean(sd_ens):.2f} ± {np.std(sd_ens):.2f}"
+    kd_line = next(x for x in text.splitlines() if x.startswith("| cifar_resnet18 | kd"))
+    assert kd_line.count("—") == 5  # planned, not run: its cells are empty
