@@ -14,6 +14,34 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "recipes"))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_recipe_flags():
+    """The recipes share absl's one FLAGS, and each defines the common flags (--workdir,
+    ...), so a worker that already imported another recipe (fashion_mnist.py, for the
+    sections tests) could not import this one. Here the other recipes' flags are set
+    aside while this file's tests run, and put back after, with this recipe unloaded."""
+    from absl import flags
+    saved = dict(flags.FLAGS._flags())
+    for name in {f.name for f in saved.values()} - _absl_own(saved):
+        delattr(flags.FLAGS, name)
+    yield
+    sys.modules.pop("byot_fashion_mnist", None)
+    for name in {f.name for f in flags.FLAGS._flags().values()} - _absl_own(saved):
+        delattr(flags.FLAGS, name)
+    for name, flag in saved.items():
+        if name == flag.name and name not in flags.FLAGS:
+            flags.FLAGS[name] = flag
+
+
+def _absl_own(flag_dict):
+    """absl's and pytest-independent library flags (not defined by a recipe)."""
+    from absl import flags
+    recipes = {"common", "fashion_mnist", "byot_fashion_mnist", "fashion_mnist_teacher",
+               "cifar100", "__main__"}
+    return {f.name for f in flag_dict.values()
+            if flags.FLAGS.find_module_defining_flag(f.name, "") not in recipes}
+
+
 def _settings(*argv):
     import byot_fashion_mnist as byot
     byot.FLAGS.unparse_flags()
