@@ -10,7 +10,7 @@ dataset's ``eval_resize_small`` scaled to it (160 at 128 px, 256 at 224 px).
 import numpy as np
 import tensorflow as tf
 
-from kdzoo.distill._checks import arrays_dataset, check_label_array
+from kdzoo.distill._checks import arrays_dataset, check_label_array, checked_dataset, input_errors
 
 
 def _input_size(model):
@@ -21,15 +21,15 @@ def _input_size(model):
     return int(shape[1])
 
 
-def _examples(dataset, split, data_dir):
+def _examples(dataset, split, data_dir, num_classes):
     """``(tf.data of (image, label), spec or None)`` from a name, arrays or a dataset."""
     from kdzoo.data.pipeline import load_split
     from kdzoo.data.specs import get_spec
     if isinstance(dataset, str):
         spec = get_spec(dataset)
         return load_split(spec, split, data_dir, shuffle=False), spec
-    if isinstance(dataset, tf.data.Dataset):
-        return dataset, None
+    if isinstance(dataset, tf.data.Dataset):  # each image checked as fit checks its input
+        return checked_dataset(dataset, num_classes, "kdzoo.evaluate"), None
     if isinstance(dataset, (tuple, list)) and len(dataset) == 2:
         return arrays_dataset(*dataset, "kdzoo.evaluate"), None
     raise TypeError("kdzoo.evaluate takes a dataset name (e.g. 'fashion_mnist'), a "
@@ -58,17 +58,19 @@ def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
     from kdzoo.zoo.loader import load
     net = load(model) if isinstance(model, str) else model
     size = int(image_size) if image_size is not None else _input_size(net)
-    examples, spec = _examples(dataset, split, data_dir)
+    num_classes = int(net.outputs[0].shape[-1])
+    examples, spec = _examples(dataset, split, data_dir, num_classes)
     if resize_small is None:
         resize_small = eval_resize_small(spec, size) if spec is not None else size
     batches = eval_batches(examples, size, int(batch_size), resize_small=resize_small)
     correct = total = 0
-    for images, labels in batches:
-        labels = np.asarray(labels).reshape(-1)
-        check_label_array(labels, int(net.outputs[0].shape[-1]), "kdzoo.evaluate")
-        logits = np.asarray(net(images, training=False))
-        correct += int(np.sum(logits.argmax(-1) == labels))
-        total += len(labels)
+    with input_errors():  # a refused element of a tf.data input: ValueError, not TF's
+        for images, labels in batches:
+            labels = np.asarray(labels).reshape(-1)
+            check_label_array(labels, num_classes, "kdzoo.evaluate")
+            logits = np.asarray(net(images, training=False))
+            correct += int(np.sum(logits.argmax(-1) == labels))
+            total += len(labels)
     if total == 0:
         raise ValueError(f"kdzoo.evaluate: no examples in {dataset!r} ({split}).")
     return {"top1": 100.0 * correct / total, "num_examples": total,

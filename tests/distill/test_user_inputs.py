@@ -102,3 +102,37 @@ def test_unit_range_images_are_refused_by_early_exit_and_self_distillation(self_
     self_distilled.compile(optimizer="sgd")
     with pytest.raises(ValueError, match=r"SelfDistillation.evaluate: the float images lie"):
         self_distilled.evaluate(unit, np.zeros(4, "int64"), verbose=0)
+
+
+def test_unit_range_images_are_refused_by_kdzoo_evaluate_from_a_dataset_and_arrays():
+    import kdzoo
+    model = tiny(name="plain")
+    unit = IMAGES.astype("float32") / 255.0
+    for given in ((unit, LABELS), tf.data.Dataset.from_tensor_slices((unit, LABELS))):
+        with pytest.raises(ValueError, match=r"kdzoo\.evaluate: the float images lie in "
+                                             r"\[0, 1\].*\[0, 255\].*before dividing by 255"):
+            kdzoo.evaluate(model, given, image_size=16)
+    # The same pixels in [0, 255] as float pass, and give the same top-1 as uint8.
+    as_float = kdzoo.evaluate(model, tf.data.Dataset.from_tensor_slices(
+        (IMAGES.astype("float32"), LABELS)), image_size=16)
+    assert as_float["top1"] == kdzoo.evaluate(model, (IMAGES, LABELS), image_size=16)["top1"]
+
+
+def test_early_exit_evaluate_and_calibration_refuse_unit_range_images(self_distilled):
+    from kdzoo.distill.self_distill.exit_calibration import calibrate_thresholds
+    unit = RNG.uniform(0, 1, (4, 32, 32, 3)).astype("float32")
+    labels = np.zeros(4, "int64")
+    with pytest.raises(ValueError, match=r"EarlyExit: the float images lie in \[0, 1\]"):
+        EarlyExit(self_distilled, thresholds=[0.9, 0.9, 0.9]).evaluate(unit, labels)
+    with pytest.raises(ValueError, match=r"calibrate_thresholds: the float images lie"):
+        calibrate_thresholds(self_distilled, unit, labels, target_accuracy=0.5)
+    assert calibrate_thresholds(self_distilled, unit * 255, labels, max_flops_fraction=1.0
+                                )["thresholds"] is not None
+
+
+def test_labels_warning_comes_once_per_fit_call_not_per_batch_or_epoch(distiller):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        distiller.fit(IMAGES, LABELS, batch_size=2, epochs=2, verbose=0)
+    assert [str(w.message)[:40] for w in caught if "ignores labels" in str(w.message)] == [
+        "FunMatchDistiller.fit ignores labels: fu"]

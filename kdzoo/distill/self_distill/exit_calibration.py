@@ -27,6 +27,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from kdzoo.distill._checks import check_image_array
 from kdzoo.distill.self_distill.early_exit import _check_labels, exit_flops, validate_thresholds
 
 __all__ = ["calibrate_thresholds", "choose_for_accuracy", "simulate"]
@@ -133,6 +134,7 @@ def calibrate_thresholds(model, images, labels, *, target_accuracy=None, max_los
                          "[0.5, 1), e.g. max_loss=0.005, confidence=0.9.")
     z = NormalDist().inv_cdf(confidence) if confidence is not None else 0.0
     labels = _check_labels(labels, len(images))
+    check_image_array(images, "calibrate_thresholds")  # [0, 1] floats: every row exits deep
     exit_logits = [np.asarray(z) for z in model.predict(images, batch_size=batch_size,
                                                          verbose=0)]
     flops = exit_flops(model)
