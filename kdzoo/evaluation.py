@@ -3,14 +3,18 @@
 One call for what every user writes by hand (``100 * mean(argmax(predict) ==
 labels)``), with the preprocessing the numbers in the papers and the model cards
 were measured with: the authors' ``resize_small(R)|central_crop(S)``
-(:func:`kdzoo.data.eval_preprocess`), ``S`` the model's input size and ``R`` the
-dataset's ``eval_resize_small`` scaled to it (160 at 128 px, 256 at 224 px).
+(:func:`kdzoo.data.eval_preprocess`). For a zoo name that is the card's own
+``model_info(name)["eval_preprocessing"]`` and ``interpolation``
+(:mod:`kdzoo.zoo.preprocessing`); for a Keras model, ``S`` is its input size and ``R``
+the dataset spec's ``eval_resize_small`` scaled to it (160 at 128 px, 256 at 224 px),
+or ``S`` itself (the central square) for data given directly.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from kdzoo.distill._checks import arrays_dataset, check_label_array, checked_dataset, input_errors
+from kdzoo.zoo.preprocessing import parse_protocol, protocol_text
 
 
 def _input_size(model):
@@ -48,21 +52,28 @@ def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
         ``"fashion_mnist"``), a ``tf.data.Dataset`` of unbatched ``(image, label)``,
         or an ``(images, labels)`` tuple of arrays.
       split: the role, ``"test"``, ``"minival"`` or ``"train"`` (for a name).
-      image_size / resize_small: override the protocol (defaults: the model's input
-        size; the dataset spec's ``eval_resize_small`` scaled to it, or no resize
-        beyond the central square for data given directly).
+      image_size / resize_small: override the protocol (defaults: a name's card
+        ``eval_preprocessing``; else the model's input size and the dataset spec's
+        ``eval_resize_small`` scaled to it, or no resize beyond the central square
+        for data given directly).
 
-    Returns ``{"top1", "num_examples", "protocol"}``.
+    Returns ``{"top1", "num_examples", "protocol", "interpolation"}``.
     """
     from kdzoo.train.fit import eval_batches, eval_resize_small
     from kdzoo.zoo.loader import load
     net = load(model) if isinstance(model, str) else model
+    card = _card_protocol(model) if isinstance(model, str) else None
     size = int(image_size) if image_size is not None else _input_size(net)
     num_classes = int(net.outputs[0].shape[-1])
     examples, spec = _examples(dataset, split, data_dir, num_classes)
+    interpolation = card[2] if card else "area"
     if resize_small is None:
-        resize_small = eval_resize_small(spec, size) if spec is not None else size
-    batches = eval_batches(examples, size, int(batch_size), resize_small=resize_small)
+        if card and image_size is None:
+            resize_small, size = card[0], card[1]
+        else:
+            resize_small = eval_resize_small(spec, size) if spec is not None else size
+    batches = eval_batches(examples, size, int(batch_size), resize_small=resize_small,
+                           method=interpolation)
     correct = total = 0
     with input_errors():  # a refused element of a tf.data input: ValueError, not TF's
         for images, labels in batches:
@@ -74,4 +85,13 @@ def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
     if total == 0:
         raise ValueError(f"kdzoo.evaluate: no examples in {dataset!r} ({split}).")
     return {"top1": 100.0 * correct / total, "num_examples": total,
-            "protocol": f"resize_small({resize_small})|central_crop({size})"}
+            "protocol": protocol_text(resize_small, size), "interpolation": interpolation}
+
+
+def _card_protocol(name):
+    """``(resize_small, crop, interpolation)`` of a zoo name's card (or bare architecture)."""
+    from kdzoo.zoo.registry import model_info
+    info = model_info(name)
+    resize_small, crop = parse_protocol(info["eval_preprocessing"],
+                                        f"model_info({name!r})['eval_preprocessing']")
+    return resize_small, crop, info["interpolation"]

@@ -209,7 +209,8 @@ def test_the_init_checker_names_a_def_in_a_synthetic_package(tmp_path):
 LAYERS = [
     ["kdzoo.errors", "kdzoo.file_lock", "kdzoo.zoo.suggest"],   # suggest: stdlib only
     ["kdzoo.atomic"],
-    ["kdzoo.data", "kdzoo.zoo.registry"],   # registry: models register into it
+    ["kdzoo.data", "kdzoo.zoo.registry",     # registry: models register into it
+     "kdzoo.zoo.preprocessing"],             # cards' protocols, from the data specs
     ["kdzoo.models"],
     ["kdzoo.optim"],
     ["kdzoo.distill"],

@@ -200,16 +200,17 @@ def eval_resize_small(spec, image_size):
     return round(spec.eval_resize_small * int(image_size) / spec.input_size)
 
 
-def eval_batches(examples, image_size, batch_size, resize_small=None):
+def eval_batches(examples, image_size, batch_size, resize_small=None, method="area"):
     """(image, label) examples -> batched (``resize_small(R)|central_crop(S)`` view, label).
 
     The authors' evaluation (:func:`kdzoo.data.eval_preprocess`); ``resize_small``
-    defaults to ``image_size`` (the central square, no resize beyond it).
+    defaults to ``image_size`` (the central square, no resize beyond it); ``method``
+    is the resize's interpolation (a card's ``interpolation``).
     """
     import tensorflow as tf
 
     from kdzoo.data.pipeline import eval_preprocess
     r = image_size if resize_small is None else int(resize_small)
-    return examples.map(lambda image, label: (eval_preprocess(image, image_size, r), label),
+    return examples.map(lambda image, label: (eval_preprocess(image, image_size, r, method), label),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
                         ).batch(batch_size).prefetch(tf.data.AUTOTUNE)

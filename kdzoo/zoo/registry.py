@@ -18,6 +18,7 @@ from typing import Callable
 
 from kdzoo.errors import ModelCardError
 from kdzoo.zoo.suggest import did_you_mean
+from kdzoo.zoo.preprocessing import card_preprocessing
 
 
 
@@ -225,9 +226,10 @@ def model_info(name):
         arch = architectures()[card["architecture"]]
         card.setdefault("family", arch.family)
         card.setdefault("description", arch.description)
+        card.update(card_preprocessing(card))
         return card
     arch = architectures()[name]
-    return {
+    bare = {
         "name": name, "aliases": [], "architecture": name, "family": arch.family,
         "description": arch.description, "dataset": None,
         "num_classes": arch.num_classes, "input_size": arch.input_size,
@@ -236,3 +238,4 @@ def model_info(name):
         "top1": None, "top1_source": None, "license": "Apache-2.0 (kdzoo code)",
         "checkpoints": sorted(n for n, c in cards().items() if c["architecture"] == name),
     }
+    return dict(bare, **card_preprocessing(bare))
