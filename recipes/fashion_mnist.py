@@ -149,6 +149,10 @@ def sections_main(s):
         common.fail(str(e))
     if FLAGS.dry_run:
         return sreport.print_plan(entries)
+    missing = sections.missing_teachers(names)
+    if missing and not FLAGS.report_only:
+        common.fail("--section: the zoo lacks a teacher these runs need; train it once "
+                    "first:\n  " + "\n  ".join(missing))
     if not FLAGS.report_only:
         report.train_all(entries)
     sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir)

@@ -122,8 +122,32 @@ def _load(path):
     return json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
 
 
-def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_dir=None):
-    """Measure every finished run of the named sections; the JSON (merged) and a plot each."""
+def teachers_record(cfg, images, labels):
+    """A section's own teachers (3.6a), measured here: each one's test top-1 and that of
+    their ensemble (the mean of their softmax probabilities at T = 1, the distillation's T;
+    the summed per-teacher KLs the students are trained on have this mean as their
+    minimiser). ``None`` for a teacher the zoo does not ship yet."""
+    import kdzoo
+    from kdzoo.zoo import registry
+    out, probs = {}, []
+    for key, name in cfg["teachers"].items():
+        if name not in registry.cards():
+            out[key] = dict(name=name, top1=None)
+            continue
+        logits = kdzoo.load(name).predict(images, batch_size=1000, verbose=0)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        probs.append(p / p.sum(-1, keepdims=True))
+        out[key] = dict(name=name, top1=100 * float(np.mean(logits.argmax(-1) == labels)))
+    both = len(probs) == len(cfg["teachers"])
+    out["ensemble_top1"] = (100 * float(np.mean(np.mean(probs, 0).argmax(-1) == labels))
+                            if both else None)
+    return out
+
+
+def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_dir=None,
+                    extras=None):
+    """Measure every finished run of the named sections; the JSON (merged) and a plot each.
+    ``extras``: ``{section: {key: value}}`` added to a section's record (3.5's pretraining)."""
     images, labels = report._test_set(data_dir)
     teacher_pred, info = report._models_info(s, images, labels)
     command = " ".join(["python recipes/fashion_mnist.py"] + sys.argv[1:])
@@ -132,6 +156,9 @@ def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_d
         got, missing = measure_rows([e for e in entries if e[0]["section"] == name],
                                     images, labels, teacher_pred)
         records[name], rows = section_record(cfg, got, missing, command), rows + got
+        if "teachers" in cfg:
+            records[name]["teachers"] = teachers_record(cfg, images, labels)
+        records[name].update((extras or {}).get(name, {}))
     merged = _merge_into(evidence, records, rows, info["teacher"], all_sections)
     return merged, [plot_section(merged, n, os.path.dirname(evidence)) for n in configs]
 
