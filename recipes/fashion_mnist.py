@@ -27,8 +27,10 @@ import fashion_mnist_report as report
 
 common.define_common_flags("runs/fashion_mnist")
 flags.DEFINE_bool("long", False, "The whole study: 4 budgets x 3 seeds, evidence JSON + plots.")
-flags.DEFINE_string("budgets", None, "Comma-separated data-epoch budgets (default: the study's).")
-flags.DEFINE_string("seeds", None, "Comma-separated training seeds (default: the study's).")
+flags.DEFINE_string("budgets", None, "Comma-separated data-epoch budgets (default: the study's; "
+                    "with --sections: train only these of the sections' budgets).")
+flags.DEFINE_string("seeds", None, "Comma-separated training seeds (default: the study's; "
+                    "with --sections: train only these of the sections' seeds).")
 flags.DEFINE_string("methods", None, "Comma-separated subset of the methods (default: all).")
 flags.DEFINE_integer("train_per_class", None, "Training images per class (default 100).")
 flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the study's).")
@@ -139,7 +141,12 @@ def plan_runs(s, workdir):
 
 def sections_main(s):
     """--sections: plan (--dry_run), train (unless --report_only) and report the named
-    sections: rows in --evidence (default docs/results/fashion_mnist_sections.json), a plot each."""
+    sections: rows in --evidence (default docs/results/fashion_mnist_sections.json), a plot each.
+    ``--seeds`` / ``--budgets`` train only those runs (processes can share a section: each
+    reports every finished run, the others' too, and lists the rest as missing)."""
+    import sys
+
+    import fashion_mnist_pretrain as pretrain
     import fashion_mnist_sections as sections
     import fashion_mnist_sections_report as sreport
     names = FLAGS.section.split(",")
@@ -147,15 +154,25 @@ def sections_main(s):
         entries = sections.plan_sections(s, names, FLAGS.workdir, method_run)
     except ValueError as e:
         common.fail(str(e))
+    before = sections.prerequisites(s, names, FLAGS.workdir, method_run)
+    seeds, budgets = _ints(FLAGS.seeds, None), _ints(FLAGS.budgets, None)
+    mine = [(k, r) for k, r in entries if (not seeds or k["seed"] in seeds)
+            and (not budgets or k["epochs"] in budgets)]
     if FLAGS.dry_run:
-        return sreport.print_plan(entries)
+        return sreport.print_plan(mine, before, sections.missing_teachers(names))
     missing = sections.missing_teachers(names)
     if missing and not FLAGS.report_only:
         common.fail("--section: the zoo lacks a teacher these runs need; train it once "
                     "first:\n  " + "\n  ".join(missing))
+    command = " ".join(["python recipes/fashion_mnist.py"] + sys.argv[1:])
+    extras = {}
+    for name, run in before.items():
+        record = (pretrain.read_record(run.workdir) if FLAGS.report_only else
+                  pretrain.ensure_pretrained(run, command, FLAGS.data_dir))
+        extras[name] = {"pretraining": record or None}
     if not FLAGS.report_only:
-        report.train_all(entries)
-    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir)
+        report.train_all(mine)
+    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir, extras)
 
 
 def main(argv):

@@ -47,6 +47,11 @@ SECTIONS["3.6a"] = dict(  # two teachers of one family and recipe, seeds 0 and 1
     ensemble="sum",  # the per-teacher KLs summed: big_vision's distill trainer (docs/funmatch.md)
     arms={"funmatch_teacher_a": ("a",), "funmatch_teacher_b": ("b",),
           "funmatch_ensemble_ab": ("a", "b")})
+SECTIONS["3.5"] = dict(  # the pretraining: fashion_mnist_pretrain.PRETRAIN (see docs)
+    title="initialisation", epochs=(10, 30, 100, 300, 1000), seeds=(0, 1, 2),
+    arms={"funmatch_scratch": None, "funmatch_pretrained": "coarse4"},
+    pretraining="coarse4: the 59,000 training images outside the 1,000, labelled tops / "
+                "bottoms / footwear / bags (fashion_mnist_pretrain.py)")
 PLANNED = ()  # every section of issue 24 is built
 ALL = tuple(SECTIONS) + PLANNED  # the evidence JSON is complete when every one is reported
 # Section 3.4's Shampoo: kdzoo.optim.Shampoo's defaults (the reference's, except grafting,
@@ -136,6 +141,32 @@ def _ensemble_arm(s, arm, epochs, seed, workdir, method_run):
                                                      ensemble=cfg["ensemble"]))
 
 
+PRETRAIN_DIR = "pretrain_coarse4"  # beside the arms: <workdir>/s3.5/pretrain_coarse4
+
+
+def _init_arm(s, arm, epochs, seed, workdir, method_run):
+    """One 3.5 run: the study's funmatch run, its student from scratch or initialised from
+    the section's pretrained network (``<workdir>/s3.5/pretrain_coarse4/model.keras``)."""
+    import fashion_mnist_pretrain as pretrain
+    run = method_run(s, "funmatch", epochs, seed, workdir)
+    if SECTIONS["3.5"]["arms"][arm] is None:
+        return run
+    root = os.path.dirname(os.path.dirname(os.path.dirname(workdir)))  # <workdir>/s3.5
+    model = os.path.join(root, PRETRAIN_DIR, "model.keras")
+    return dataclasses.replace(run, student=functools.partial(
+        pretrain.pretrained_student, model, s["student"]))
+
+
+def prerequisites(s, names, workdir, method_run):
+    """``{section: run}`` trained once before a section's runs (3.5: the pretraining)."""
+    import fashion_mnist_pretrain as pretrain
+    if "3.5" not in names:
+        return {}
+    labels = method_run(s, "labels", 1, 0, workdir)
+    return {"3.5": pretrain.pretrain_run(s, os.path.join(workdir, "s3.5", PRETRAIN_DIR),
+                                         labels)}
+
+
 def missing_teachers(names):
     """The zoo cards the named sections need that this tree does not ship, with the
     command that makes each (3.6a's second teacher is trained once, like the first)."""
@@ -152,7 +183,7 @@ def _sized(name):
     return lambda s, *rest: _resized_run(s, SECTIONS[name], *rest)
 
 
-BUILD = {"3.3": _sized("3.3"), "3.4": _optimizer_arm, "3.6a": _ensemble_arm,
+BUILD = {"3.3": _sized("3.3"), "3.4": _optimizer_arm, "3.5": _init_arm, "3.6a": _ensemble_arm,
          "3.6b": _sized("3.6b"), "3.8": _ood_arm}
 
 

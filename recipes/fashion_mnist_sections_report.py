@@ -197,11 +197,11 @@ def plot_section(evidence, name, directory):
                         "test top-1 % (mean ± std over seeds)")
 
 
-def report_and_print(s, entries, names, evidence=None, data_dir=None):
+def report_and_print(s, entries, names, evidence=None, data_dir=None, extras=None):
     """What ``--sections`` prints after training: the table and the files written."""
     import fashion_mnist_sections as sections
     merged, files = report_sections(s, entries, {n: sections.SECTIONS[n] for n in names},
-                                    sections.ALL, evidence or EVIDENCE, data_dir)
+                                    sections.ALL, evidence or EVIDENCE, data_dir, extras)
     print(format_table(merged, names))
     print("\n".join(f"wrote {path}" for path in [evidence or EVIDENCE] + files))
 
@@ -236,13 +236,40 @@ def _table_line(g, flops, wall):
             f"{flops[g['arm']] / 1e6:.2f} | {'-' if w is None else f'{w:.4f}'} |")
 
 
-def print_plan(entries):
-    """--dry_run: one JSON line per section (runs, steps, arms, budgets, seeds, one run's plan)."""
+# For --dry_run's estimate: whole-run seconds per step on the 2 shared vCPUs the sections
+# ran on (float32, oneDNN): funmatch at 28 px 0.065 (3.4 / 3.8's Adam rows at 300 epochs),
+# labels 0.04 (3.3's at 20 px, rounded up); an ensemble adds one teacher forward per step
+# (not yet measured: 1.5x); plus set-up, compilation and evaluation per run.
+S_PER_STEP = {"FunMatchRun": 0.07, "SupervisedRun": 0.04}
+ENSEMBLE_FACTOR, S_PER_RUN = 1.5, 30
+
+
+def estimate_s(run):
+    """Estimated CPU seconds of one run (see :data:`S_PER_STEP`)."""
+    from kdzoo.train import plan
+    rate = S_PER_STEP[type(run).__name__]
+    if "teacher_ensemble" in repr(getattr(run, "teacher", "")):
+        rate *= ENSEMBLE_FACTOR
+    return S_PER_RUN + rate * plan(run)[0].total_steps
+
+
+def print_plan(entries, before=None, missing_teachers=()):
+    """--dry_run: one JSON line per section (runs, steps, arms, budgets, seeds, estimated
+    hours, one run's plan), the runs it trains first (3.5's pretraining), missing teachers."""
     from kdzoo.train import plan
     for name in dict.fromkeys(k["section"] for k, _ in entries):
         mine = [(k, r) for k, r in entries if k["section"] == name]
+        first = (before or {}).get(name)
+        extra = {} if first is None else dict(
+            trains_first=dict(plan(first)[1], workdir=first.workdir,
+                              estimated_hours=round(estimate_s(first) / 3600, 2)))
+        hours = sum(estimate_s(r) for _, r in mine) + (first and estimate_s(first) or 0)
         print(json.dumps(dict(plan(mine[-1][1])[1], section=name, runs=len(mine),
                               section_steps=sum(plan(r)[0].total_steps for _, r in mine),
                               arms=list(dict.fromkeys(k["arm"] for k, _ in mine)),
                               epochs=sorted({k["epochs"] for k, _ in mine}),
-                              seeds=sorted({k["seed"] for k, _ in mine})), sort_keys=True))
+                              seeds=sorted({k["seed"] for k, _ in mine}),
+                              estimated_hours=round(hours / 3600, 2), **extra),
+                         sort_keys=True))
+    for line in missing_teachers:
+        print(f"missing teacher (train it before these runs): {line}")
