@@ -19,6 +19,7 @@ Interrupt and rerun at any time: finished runs are skipped, the running one resu
 
 import functools
 import os
+import sys
 
 from absl import app, flags
 
@@ -140,13 +141,7 @@ def plan_runs(s, workdir):
 
 
 def sections_main(s):
-    """--sections: plan (--dry_run), train (unless --report_only) and report the named
-    sections: rows in --evidence (default docs/results/fashion_mnist_sections.json), a plot each.
-    ``--seeds`` / ``--budgets`` train only those runs (processes can share a section: each
-    reports every finished run, the others' too, and lists the rest as missing)."""
-    import sys
-
-    import fashion_mnist_pretrain as pretrain
+    """--sections: plan (--dry_run), train (unless --report_only), report (--evidence, plots)."""
     import fashion_mnist_sections as sections
     import fashion_mnist_sections_report as sreport
     names = FLAGS.section.split(",")
@@ -154,25 +149,37 @@ def sections_main(s):
         entries = sections.plan_sections(s, names, FLAGS.workdir, method_run)
     except ValueError as e:
         common.fail(str(e))
-    before = sections.prerequisites(s, names, FLAGS.workdir, method_run)
-    seeds, budgets = _ints(FLAGS.seeds, None), _ints(FLAGS.budgets, None)
-    mine = [(k, r) for k, r in entries if (not seeds or k["seed"] in seeds)
-            and (not budgets or k["epochs"] in budgets)]
+    before, missing = sections.prerequisites(s, names, FLAGS.workdir, method_run), \
+        sections.missing_teachers(names)
     if FLAGS.dry_run:
-        return sreport.print_plan(mine, before, sections.missing_teachers(names))
-    missing = sections.missing_teachers(names)
+        return sreport.print_plan(_share(entries), before, missing)
+    extras = _train_sections(entries, before, missing)
+    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir, extras)
+
+
+def _share(entries):
+    """The runs this process trains: ``--seeds`` / ``--budgets`` of them (default all).
+    Processes can share a section: each reports every finished run, the others' too."""
+    seeds, budgets = _ints(FLAGS.seeds, None), _ints(FLAGS.budgets, None)
+    return [(k, r) for k, r in entries if (not seeds or k["seed"] in seeds)
+            and (not budgets or k["epochs"] in budgets)]
+
+
+def _train_sections(entries, before, missing):
+    """Train the prerequisites (3.5's pretraining) then this process's share (unless
+    --report_only); ``{section: {"pretraining": record}}`` for the report."""
+    import fashion_mnist_pretrain as pretrain
     if missing and not FLAGS.report_only:
         common.fail("--section: the zoo lacks a teacher these runs need; train it once "
                     "first:\n  " + "\n  ".join(missing))
     command = " ".join(["python recipes/fashion_mnist.py"] + sys.argv[1:])
-    extras = {}
-    for name, run in before.items():
-        record = (pretrain.read_record(run.workdir) if FLAGS.report_only else
-                  pretrain.ensure_pretrained(run, command, FLAGS.data_dir))
-        extras[name] = {"pretraining": record or None}
+    extras = {name: {"pretraining": (pretrain.read_record(run.workdir) if FLAGS.report_only
+                                     else pretrain.ensure_pretrained(run, command,
+                                                                     FLAGS.data_dir)) or None}
+              for name, run in before.items()}
     if not FLAGS.report_only:
-        report.train_all(mine)
-    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir, extras)
+        report.train_all(_share(entries))
+    return extras
 
 
 def main(argv):

@@ -22,6 +22,7 @@ student is the same architecture with 10 classes: every layer but ``head`` copie
 the pretrained network, the head fresh (initialised by the run's seed).
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -46,23 +47,19 @@ def coarse_outside_subset(train_per_class=100, subset_seed=0):
 
 
 def pretrain_run(s, workdir, labels_run):
-    """The pretraining :class:`kdzoo.train.SupervisedRun` in ``workdir``; ``labels_run``:
-    the study's labels run (data dir, strategy, run flags), whose training this replaces."""
-    import dataclasses
-
+    """The pretraining run in ``workdir``: ``labels_run`` (the study's, for its data dir,
+    strategy and run flags) on the coarse task, by :data:`PRETRAIN`."""
     from kdzoo import load
     p = PRETRAIN
     return dataclasses.replace(
-        labels_run, workdir=workdir, seed=p["seed"], epochs=p["epochs"],
-        batch_size=p["batch_size"], crop=p["crop"], mixup_alpha=None,
+        labels_run, workdir=workdir, seed=p["seed"], epochs=p["epochs"], mixup_alpha=None,
+        batch_size=p["batch_size"], crop=p["crop"], train_per_class=None,
         model=functools.partial(load, s["student"], weights=None, num_classes=len(COARSE)),
         optimizer=functools.partial(_optimizer, lr=p["lr"], warmup_steps=p["warmup_steps"],
                                     weight_decay=p["weight_decay"]),
         train_images=functools.partial(coarse_outside_subset, s["train_per_class"],
-                                       s["subset_seed"]),
-        train_per_class=None, num_train_examples=p["train_images"],
-        eval_roles=(),  # its test labels are 10-class; measure() scores the coarse task
-        params=dict(p))
+                                       s["subset_seed"]), num_train_examples=p["train_images"],
+        eval_roles=(), params=dict(p))  # test labels are 10-class: measure() scores coarse
 
 
 def _optimizer(total_steps, lr, warmup_steps, weight_decay):
@@ -80,37 +77,37 @@ def pretrained_student(path, arch="fmnist_cnn_w16"):
         raise FileNotFoundError(
             f"{path}: section 3.5's pretrained network is not there; `python "
             f"recipes/fashion_mnist.py --sections --section 3.5` trains it before the runs.")
-    source = keras.saving.load_model(path)
-    student = kdzoo.load(arch, weights=None)
-    for layer in student.layers:
-        if layer.name != HEAD and layer.weights:
-            layer.set_weights(source.get_layer(layer.name).get_weights())
+    source, student = keras.saving.load_model(path), kdzoo.load(arch, weights=None)
+    for layer in (x for x in student.layers if x.name != HEAD and x.weights):
+        layer.set_weights(source.get_layer(layer.name).get_weights())
     return student
 
 
 def ensure_pretrained(run, command, data_dir=None, wait_s=30):
     """Train ``run`` unless finished (waiting while another process trains it), then
     write its ``pretrain.json`` once; returns that record."""
+    from kdzoo.atomic import write_json
+    _train_or_wait(run, wait_s)
+    if read_record(run.workdir):
+        return read_record(run.workdir)
+    steps = json.load(open(os.path.join(run.workdir, "metrics.json")))["total_steps"]
+    record = dict(PRETRAIN, command=command, workdir=run.workdir, total_steps=steps,
+                  model=os.path.join(run.workdir, "model.keras"),
+                  coarse_test_top1=measure(run, data_dir))
+    write_json(os.path.join(run.workdir, RECORD), record)
+    return record
+
+
+def _train_or_wait(run, wait_s):
     from kdzoo.errors import WorkdirInUseError
     from kdzoo.train import study
-    path = os.path.join(run.workdir, RECORD)
     while True:
         try:
-            study.run_one(run)
-            break
+            return study.run_one(run)
         except WorkdirInUseError:
             print(f"section 3.5: another process is pretraining in {run.workdir}; waiting",
                   flush=True)
             time.sleep(wait_s)
-    if os.path.exists(path):
-        return json.load(open(path, encoding="utf-8"))
-    from kdzoo.atomic import write_json
-    record = dict(PRETRAIN, command=command, workdir=run.workdir,
-                  model=os.path.join(run.workdir, "model.keras"),
-                  total_steps=json.load(open(os.path.join(run.workdir, "metrics.json")))
-                  ["total_steps"], coarse_test_top1=measure(run, data_dir))
-    write_json(path, record)
-    return record
 
 
 def measure(run, data_dir=None):

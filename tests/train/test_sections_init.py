@@ -164,7 +164,8 @@ def test_the_init_arm_loads_every_pretrained_tensor_but_a_fresh_head(pretrained)
         if not layer.weights:
             continue
         if layer.name == "head":
-            assert layer.kernel.shape == (64, 10) and source.get_layer("head").kernel.shape == (64, 4)
+            assert layer.kernel.shape == (64, 10)
+            assert source.get_layer("head").kernel.shape == (64, 4)
             continue
         for mine, theirs, new in zip(layer.weights, source.get_layer(layer.name).weights,
                                      fresh.get_layer(layer.name).weights):
