@@ -19,6 +19,7 @@ Interrupt and rerun at any time: finished runs are skipped, the running one resu
 
 import functools
 import os
+import sys
 
 from absl import app, flags
 
@@ -27,8 +28,10 @@ import fashion_mnist_report as report
 
 common.define_common_flags("runs/fashion_mnist")
 flags.DEFINE_bool("long", False, "The whole study: 4 budgets x 3 seeds, evidence JSON + plots.")
-flags.DEFINE_string("budgets", None, "Comma-separated data-epoch budgets (default: the study's).")
-flags.DEFINE_string("seeds", None, "Comma-separated training seeds (default: the study's).")
+flags.DEFINE_string("budgets", None, "Comma-separated data-epoch budgets (default: the study's; "
+                    "with --sections: train only these of the sections' budgets).")
+flags.DEFINE_string("seeds", None, "Comma-separated training seeds (default: the study's; "
+                    "with --sections: train only these of the sections' seeds).")
 flags.DEFINE_string("methods", None, "Comma-separated subset of the methods (default: all).")
 flags.DEFINE_integer("train_per_class", None, "Training images per class (default 100).")
 flags.DEFINE_string("teacher", None, "Zoo name of the teacher (default: the study's).")
@@ -138,8 +141,7 @@ def plan_runs(s, workdir):
 
 
 def sections_main(s):
-    """--sections: plan (--dry_run), train (unless --report_only) and report the named
-    sections: rows in --evidence (default docs/results/fashion_mnist_sections.json), a plot each."""
+    """--sections: plan (--dry_run), train (unless --report_only), report (--evidence, plots)."""
     import fashion_mnist_sections as sections
     import fashion_mnist_sections_report as sreport
     names = FLAGS.section.split(",")
@@ -147,11 +149,37 @@ def sections_main(s):
         entries = sections.plan_sections(s, names, FLAGS.workdir, method_run)
     except ValueError as e:
         common.fail(str(e))
+    before, missing = sections.prerequisites(s, names, FLAGS.workdir, method_run), \
+        sections.missing_teachers(names)
     if FLAGS.dry_run:
-        return sreport.print_plan(entries)
+        return sreport.print_plan(_share(entries), before, missing)
+    extras = _train_sections(entries, before, missing)
+    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir, extras)
+
+
+def _share(entries):
+    """The runs this process trains: ``--seeds`` / ``--budgets`` of them (default all).
+    Processes can share a section: each reports every finished run, the others' too."""
+    seeds, budgets = _ints(FLAGS.seeds, None), _ints(FLAGS.budgets, None)
+    return [(k, r) for k, r in entries if (not seeds or k["seed"] in seeds)
+            and (not budgets or k["epochs"] in budgets)]
+
+
+def _train_sections(entries, before, missing):
+    """Train the prerequisites (3.5's pretraining) then this process's share (unless
+    --report_only); ``{section: {"pretraining": record}}`` for the report."""
+    import fashion_mnist_pretrain as pretrain
+    if missing and not FLAGS.report_only:
+        common.fail("--section: the zoo lacks a teacher these runs need; train it once "
+                    "first:\n  " + "\n  ".join(missing))
+    command = " ".join(["python recipes/fashion_mnist.py"] + sys.argv[1:])
+    extras = {name: {"pretraining": (pretrain.read_record(run.workdir) if FLAGS.report_only
+                                     else pretrain.ensure_pretrained(run, command,
+                                                                     FLAGS.data_dir)) or None}
+              for name, run in before.items()}
     if not FLAGS.report_only:
-        report.train_all(entries)
-    sreport.report_and_print(s, entries, names, FLAGS.evidence, FLAGS.data_dir)
+        report.train_all(_share(entries))
+    return extras
 
 
 def main(argv):

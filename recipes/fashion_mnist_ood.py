@@ -70,10 +70,15 @@ def _crop(photo, side, rng):
 
 def outside_subset(train_per_class=100, subset_seed=0):
     """The Fashion-MNIST training images outside the study's subset (60,000 - 1,000)."""
+    return outside_subset_labelled(train_per_class, subset_seed)[0]
+
+
+def outside_subset_labelled(train_per_class=100, subset_seed=0):
+    """``(images, 10-class labels)`` of :func:`outside_subset` (section 3.5 relabels them)."""
     from kdzoo.data import fashion_mnist, get_spec, split_ranges
     from kdzoo.data.subset import balanced_indices
     images, labels = fashion_mnist.load("train")
     spec = get_spec("fashion_mnist")
     ((_, start, stop),) = split_ranges(spec.train_split, spec.base_split_sizes)
     chosen = start + balanced_indices(labels[start:stop], train_per_class, subset_seed)
-    return np.delete(images, chosen, axis=0)
+    return np.delete(images, chosen, axis=0), np.delete(labels, chosen)

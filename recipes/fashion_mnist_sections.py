@@ -2,9 +2,10 @@
 
 Why a separate file: ``recipes/fashion_mnist.py`` holds the budget study; each
 section here is one question with its own arms, written before any run so no
-arm is tuned to a result. Built: 3.3 (cross-resolution), 3.4 (Shampoo vs Adam), 3.6b
-(a student of another family), 3.8 (out-of-domain images, ``fashion_mnist_ood.py``); the
-others are listed in ``PLANNED`` and refused by name.
+arm is tuned to a result. Built: 3.3 (cross-resolution), 3.4 (Shampoo vs Adam), 3.5
+(initialisation, ``fashion_mnist_pretrain.py``), 3.6a (a teacher ensemble), 3.6b (a
+student of another family), 3.8 (out-of-domain images, ``fashion_mnist_ood.py``); any
+other name is refused.
 
 A 3.3 / 3.6b arm is ``(method, teacher side[, student build_options])``: the student is built at the section's
 ``student_size`` (from scratch); teacher side 28 is the zoo teacher at its own 28 px on
@@ -39,7 +40,19 @@ SECTIONS = {  # fixed before any run; see docs/fashion_mnist_study.md, "Sections
                 images={"in_domain_59000": 59_000, "digits_1797": 1_797,
                         "natural_crops_59000": 59_000}),
 }
-PLANNED = ("3.5", "3.6a")  # not yet built (issue 24)
+SECTIONS["3.6a"] = dict(  # two teachers of one family and recipe, seeds 0 and 1 (see docs)
+    title="a teacher ensemble", epochs=(300,), seeds=(0, 1, 2),
+    teachers={"a": "fmnist_cnn_w32.kdzoo_teacher_full",
+              "b": "fmnist_cnn_w32.kdzoo_teacher_full_seed1"},
+    ensemble="sum",  # the per-teacher KLs summed: big_vision's distill trainer (docs/funmatch.md)
+    arms={"funmatch_teacher_a": ("a",), "funmatch_teacher_b": ("b",),
+          "funmatch_ensemble_ab": ("a", "b")})
+SECTIONS["3.5"] = dict(  # the pretraining: fashion_mnist_pretrain.PRETRAIN (see docs)
+    title="initialisation", epochs=(10, 30, 100, 300, 1000), seeds=(0, 1, 2),
+    arms={"funmatch_scratch": None, "funmatch_pretrained": "coarse4"},
+    pretraining="coarse4: the 59,000 training images outside the 1,000, labelled tops / "
+                "bottoms / footwear / bags (fashion_mnist_pretrain.py)")
+PLANNED = ()  # every section of issue 24 is built
 ALL = tuple(SECTIONS) + PLANNED  # the evidence JSON is complete when every one is reported
 # Section 3.4's Shampoo: kdzoo.optim.Shampoo's defaults (the reference's, except grafting,
 # docs/optim.md), at the Adam arm's learning rate, schedule, clipping and decoupled decay;
@@ -108,11 +121,70 @@ def _ood_arm(s, arm, epochs, seed, workdir, method_run):
         distiller_kwargs=dict(run.distiller_kwargs, shuffle_buffer=n))
 
 
+def teacher_ensemble(names):
+    """The teachers of a 3.6a ensemble arm, from the zoo, as the list FunMatchDistiller
+    takes for an ensemble (a module function so a run's settings record it by name)."""
+    from kdzoo import load
+    return [load(name) for name in names]
+
+
+def _ensemble_arm(s, arm, epochs, seed, workdir, method_run):
+    """One 3.6a run: the study's funmatch run taught by teacher a, b, or both."""
+    from kdzoo import load
+    cfg = SECTIONS["3.6a"]
+    run = method_run(s, "funmatch", epochs, seed, workdir)
+    names = tuple(cfg["teachers"][t] for t in cfg["arms"][arm])
+    if len(names) == 1:
+        return dataclasses.replace(run, teacher=functools.partial(load, names[0]))
+    return dataclasses.replace(run, teacher=functools.partial(teacher_ensemble, names),
+                               distiller_kwargs=dict(run.distiller_kwargs,
+                                                     ensemble=cfg["ensemble"]))
+
+
+PRETRAIN_DIR = "pretrain_coarse4"  # beside the arms: <workdir>/s3.5/pretrain_coarse4
+
+
+def _init_arm(s, arm, epochs, seed, workdir, method_run):
+    """One 3.5 run: the study's funmatch run, its student from scratch or initialised from
+    the section's pretrained network (``<workdir>/s3.5/pretrain_coarse4/model.keras``)."""
+    import fashion_mnist_pretrain as pretrain
+    run = method_run(s, "funmatch", epochs, seed, workdir)
+    if SECTIONS["3.5"]["arms"][arm] is None:
+        return run
+    root = os.path.dirname(os.path.dirname(os.path.dirname(workdir)))  # <workdir>/s3.5
+    model = os.path.join(root, PRETRAIN_DIR, "model.keras")
+    return dataclasses.replace(run, student=functools.partial(
+        pretrain.pretrained_student, model, s["student"]))
+
+
+def prerequisites(s, names, workdir, method_run):
+    """``{section: run}`` trained once before a section's runs (3.5: the pretraining)."""
+    import fashion_mnist_pretrain as pretrain
+    if "3.5" not in names:
+        return {}
+    labels = method_run(s, "labels", 1, 0, workdir)
+    return {"3.5": pretrain.pretrain_run(s, os.path.join(workdir, "s3.5", PRETRAIN_DIR),
+                                         labels)}
+
+
+def missing_teachers(names):
+    """The zoo cards the named sections need that this tree does not ship, with the
+    command that makes each (3.6a's second teacher is trained once, like the first)."""
+    from kdzoo.zoo import registry
+    if "3.6a" not in names:
+        return []
+    return [f"{card}: python recipes/fashion_mnist_teacher.py --workdir "
+            f"/tmp/fmnist_teacher_seed1 --seed 1 --card {card} --export"
+            for card in SECTIONS["3.6a"]["teachers"].values()
+            if card not in registry.cards()]
+
+
 def _sized(name):
     return lambda s, *rest: _resized_run(s, SECTIONS[name], *rest)
 
 
-BUILD = {"3.3": _sized("3.3"), "3.4": _optimizer_arm, "3.6b": _sized("3.6b"), "3.8": _ood_arm}
+BUILD = {"3.3": _sized("3.3"), "3.4": _optimizer_arm, "3.5": _init_arm, "3.6a": _ensemble_arm,
+         "3.6b": _sized("3.6b"), "3.8": _ood_arm}
 
 
 def _check(names):

@@ -122,16 +122,45 @@ def _load(path):
     return json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
 
 
-def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_dir=None):
-    """Measure every finished run of the named sections; the JSON (merged) and a plot each."""
-    images, labels = report._test_set(data_dir)
+def teachers_record(cfg, images, labels):
+    """A section's own teachers (3.6a), measured here: each one's test top-1 and that of
+    their ensemble (argmax of the mean of their softmax probabilities at T = 1, the
+    distillation's T). ``None`` for a teacher the zoo does not ship yet."""
+    from kdzoo.zoo import registry
+    out, probs = {}, []
+    for key, name in cfg["teachers"].items():
+        p = _probs(name, images) if name in registry.cards() else None
+        out[key] = dict(name=name, top1=None if p is None else _top1(p, labels))
+        probs += [] if p is None else [p]
+    out["ensemble_top1"] = (_top1(np.mean(probs, 0), labels)
+                            if len(probs) == len(cfg["teachers"]) else None)
+    return out
+
+
+def _probs(name, images):
+    import kdzoo
+    logits = kdzoo.load(name).predict(images, batch_size=1000, verbose=0)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True)
+
+
+def _top1(probs, labels):
+    return 100 * float(np.mean(probs.argmax(-1) == labels))
+
+
+def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_dir=None,
+                    extras=None):
+    """The named sections' finished runs measured: the JSON (merged), a plot each; ``extras``
+    (``{section: {key: value}}``, 3.5's pretraining) and 3.6a's teachers join its record."""
+    (images, labels), records, rows = report._test_set(data_dir), {}, []
     teacher_pred, info = report._models_info(s, images, labels)
     command = " ".join(["python recipes/fashion_mnist.py"] + sys.argv[1:])
-    records, rows = {}, []
     for name, cfg in configs.items():
         got, missing = measure_rows([e for e in entries if e[0]["section"] == name],
                                     images, labels, teacher_pred)
         records[name], rows = section_record(cfg, got, missing, command), rows + got
+        records[name].update((extras or {}).get(name, {}), **(
+            {"teachers": teachers_record(cfg, images, labels)} if "teachers" in cfg else {}))
     merged = _merge_into(evidence, records, rows, info["teacher"], all_sections)
     return merged, [plot_section(merged, n, os.path.dirname(evidence)) for n in configs]
 
@@ -170,11 +199,11 @@ def plot_section(evidence, name, directory):
                         "test top-1 % (mean ± std over seeds)")
 
 
-def report_and_print(s, entries, names, evidence=None, data_dir=None):
+def report_and_print(s, entries, names, evidence=None, data_dir=None, extras=None):
     """What ``--sections`` prints after training: the table and the files written."""
     import fashion_mnist_sections as sections
     merged, files = report_sections(s, entries, {n: sections.SECTIONS[n] for n in names},
-                                    sections.ALL, evidence or EVIDENCE, data_dir)
+                                    sections.ALL, evidence or EVIDENCE, data_dir, extras)
     print(format_table(merged, names))
     print("\n".join(f"wrote {path}" for path in [evidence or EVIDENCE] + files))
 
@@ -209,13 +238,41 @@ def _table_line(g, flops, wall):
             f"{flops[g['arm']] / 1e6:.2f} | {'-' if w is None else f'{w:.4f}'} |")
 
 
-def print_plan(entries):
-    """--dry_run: one JSON line per section (runs, steps, arms, budgets, seeds, one run's plan)."""
+# For --dry_run's estimate: whole-run seconds per step on the 2 shared vCPUs the sections
+# ran on (float32, oneDNN): funmatch at 28 px 0.065 (3.4 / 3.8's Adam rows at 300 epochs),
+# labels 0.04 (3.3's at 20 px, rounded up); an ensemble adds one teacher forward per step
+# (not yet measured: 1.5x); plus set-up, compilation and evaluation per run.
+S_PER_STEP = {"FunMatchRun": 0.07, "SupervisedRun": 0.04}
+ENSEMBLE_FACTOR, S_PER_RUN = 1.5, 30
+
+
+def estimate_s(run):
+    """Estimated CPU seconds of one run (see :data:`S_PER_STEP`)."""
     from kdzoo.train import plan
+    rate = S_PER_STEP[type(run).__name__]
+    if "teacher_ensemble" in repr(getattr(run, "teacher", "")):
+        rate *= ENSEMBLE_FACTOR
+    return S_PER_RUN + rate * plan(run)[0].total_steps
+
+
+def print_plan(entries, before=None, missing_teachers=()):
+    """--dry_run: one JSON line per section (runs, steps, arms, budgets, seeds, estimated
+    hours, one run's plan), the runs it trains first (3.5's pretraining), missing teachers."""
     for name in dict.fromkeys(k["section"] for k, _ in entries):
-        mine = [(k, r) for k, r in entries if k["section"] == name]
-        print(json.dumps(dict(plan(mine[-1][1])[1], section=name, runs=len(mine),
-                              section_steps=sum(plan(r)[0].total_steps for _, r in mine),
-                              arms=list(dict.fromkeys(k["arm"] for k, _ in mine)),
-                              epochs=sorted({k["epochs"] for k, _ in mine}),
-                              seeds=sorted({k["seed"] for k, _ in mine})), sort_keys=True))
+        print(json.dumps(_plan_line(name, [(k, r) for k, r in entries if k["section"] == name],
+                                    (before or {}).get(name)), sort_keys=True))
+    for line in missing_teachers:
+        print(f"missing teacher (train it before these runs): {line}")
+
+
+def _plan_line(name, mine, first):
+    from kdzoo.train import plan
+    extra = {} if first is None else dict(trains_first=dict(
+        plan(first)[1], workdir=first.workdir, estimated_hours=round(estimate_s(first) / 3600, 2)))
+    hours = (sum(estimate_s(r) for _, r in mine) + (first and estimate_s(first) or 0)) / 3600
+    return dict(plan(mine[-1][1])[1], section=name, runs=len(mine),
+                section_steps=sum(plan(r)[0].total_steps for _, r in mine),
+                arms=list(dict.fromkeys(k["arm"] for k, _ in mine)),
+                epochs=sorted({k["epochs"] for k, _ in mine}),
+                seeds=sorted({k["seed"] for k, _ in mine}), estimated_hours=round(hours, 2),
+                **extra)

@@ -8,6 +8,12 @@ the zoo, as a user would.
     python recipes/fashion_mnist_teacher.py --workdir /tmp/fmnist_teacher           # train
     python recipes/fashion_mnist_teacher.py --workdir /tmp/fmnist_teacher --export  # + card
 
+The second teacher of section 3.6a (the teacher ensemble, issue 24) is the same
+architecture and recipe with another seed, shipped under its own card:
+
+    python recipes/fashion_mnist_teacher.py --workdir /tmp/fmnist_teacher_seed1 --seed 1 \
+        --card fmnist_cnn_w32.kdzoo_teacher_full_seed1 --export
+
 Training: Adam with the paper's decoupled weight decay, linear warm-up and
 cosine decay (``kdzoo.distill.paper_optimizer``), pad-3 random crop and flip,
 batch 128. Rerun the same command after an interruption: it resumes. The
@@ -23,10 +29,23 @@ import common
 
 common.define_common_flags("/tmp/kdzoo/fashion_mnist_teacher")
 flags.DEFINE_bool("export", False, "Write the trained teacher into the zoo (weights + card).")
+flags.DEFINE_string("card", None, "With --export: the zoo card's name (default "
+                    "fmnist_cnn_w32.kdzoo_teacher_full; section 3.6a's second teacher: "
+                    "fmnist_cnn_w32.kdzoo_teacher_full_seed1).")
 flags.adopt_module_key_flags(common)
 FLAGS = flags.FLAGS
 
 ARCH, CARD = "fmnist_cnn_w32", "fmnist_cnn_w32.kdzoo_teacher_full"
+SECOND = dict(card="fmnist_cnn_w32.kdzoo_teacher_full_seed1", seed=1)  # section 3.6a's
+
+
+def card_name():
+    """``--card`` (default :data:`CARD`): it must name this recipe's architecture."""
+    name = FLAGS.card or CARD
+    if not name.startswith(ARCH + ".") or len(name) == len(ARCH) + 1:
+        common.fail(f"--card={name}: a card of this recipe is '{ARCH}.<tag>' (e.g. "
+                    f"{SECOND['card']}).")
+    return name
 CONFIG = dict(epochs=30, batch_size=128, lr=3e-3, weight_decay=1e-4, warmup_steps=500)
 
 
@@ -57,7 +76,7 @@ def export(command):
     evaluate = lambda m: 100 * float(np.mean(  # noqa: E731
         m.predict(images.astype("float32"), batch_size=1000, verbose=0).argmax(-1) == labels))
     model = keras.saving.load_model(f"{FLAGS.workdir}/model.keras")
-    return export_card(model, CARD, dataset="fashion_mnist", stage="teacher",
+    return export_card(model, card_name(), dataset="fashion_mnist", stage="teacher",
                        produced_by=command, evaluate=evaluate,
                        extra=dict(seed=FLAGS.seed, train_images=60000, **CONFIG))
 
@@ -67,6 +86,7 @@ def main(argv):
 
     from kdzoo.train import run_supervised
     del argv
+    name = card_name()
     run = make_run()
     if FLAGS.dry_run:
         return common.dry_run(run, teacher=None, student=ARCH)
@@ -74,7 +94,7 @@ def main(argv):
     print(f"test accuracy {metrics['test']['accuracy']:.4f}")
     if FLAGS.export:
         command = "python recipes/fashion_mnist_teacher.py " + " ".join(sys.argv[1:])
-        print(f"exported {CARD}: test top-1 {export(command)['top1']}%")
+        print(f"exported {name}: test top-1 {export(command)['top1']}%")
 
 
 if __name__ == "__main__":
