@@ -113,17 +113,22 @@ def make_run(s, arch, method, seed, workdir, options=None, build=None, teacher=N
                               input_shape=(32, 32, 1),
                               build_options=s["archs"][arch] if build is None else build)
     sgd = functools.partial(_official_sgd, s["lr"], s["weight_decay"], s["epochs"])
-    fields = {k: s[k] for k in RUN_FIELDS}
+    return SupervisedRun(model=model, optimizer=sgd, workdir=workdir, method=RUN_METHOD[method],
+                         seed=seed, best_epoch_report=True, eval_roles=("test",), verbose=0,
+                         **_method_fields(s, method, teacher),
+                         **{**_steps(s), **(options or {})})
+
+
+def _method_fields(s, method, teacher):
+    """STUDY's run fields, the exits' BYOT version, and kd's teacher, alpha and T."""
+    fields = dict({k: s[k] for k in RUN_FIELDS}, version=s["version"] if method in (
+        "self_distillation", "deep_supervision") else None)
     if method == "kd":
         if teacher is None:
             raise ValueError("method 'kd' needs teacher= (the kd teacher's model.keras).")
         fields.update(alpha=s["kd"]["alpha"], temperature=s["kd"]["temperature"],
                       teacher=teacher)
-    return SupervisedRun(model=model, optimizer=sgd, workdir=workdir, method=RUN_METHOD[method],
-                         seed=seed, best_epoch_report=True, eval_roles=("test",), verbose=0,
-                         version=s["version"] if method in ("self_distillation",
-                                                            "deep_supervision") else None,
-                         **fields, **{**_steps(s), **(options or {})})
+    return fields
 
 
 def teacher_dir(s, workdir):

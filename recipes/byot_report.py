@@ -40,19 +40,22 @@ def print_plan(s, entries):
     from kdzoo.train import plan
     runnable = [run for _, run in entries if run is not None]
     info = plan(runnable[0])[1] if runnable else {}
-    teachers = [dict(arch=k["arch"], build=k["build"], seed=k["seed"], workdir=r.workdir,
-                     order=i, kd_runs=sum(1 for _, x in entries
-                                          if getattr(x, "teacher", None) == os.path.join(
-                                              r.workdir, "model.keras")))
-                for i, (k, r) in enumerate(entries) if k["method"] == "kd_teacher"]
     print(json.dumps(dict(
-        info, runs=len(entries), runnable_runs=len(runnable), kd_teacher=teachers,
+        info, runs=len(entries), runnable_runs=len(runnable), kd_teacher=kd_teachers(entries),
         runs_by_method={m: sum(k["method"] == m for k, _ in entries)
                         for m in dict.fromkeys(k["method"] for k, _ in entries)},
         not_runnable=sorted({k["method"] for k, r in entries if r is None}),
         study_steps=sum(plan(r)[0].total_steps for r in runnable), archs=s["archs"],
         methods=list(s["methods"]), seeds=list(s["seeds"]), version=s["version"],
         estimated_hours=round(estimate_seconds(s, entries) / 3600, 2)), sort_keys=True))
+
+
+def kd_teachers(entries):
+    """The kd teacher runs of a plan: where, in which order, and how many kd runs read them."""
+    return [dict(arch=k["arch"], build=k["build"], seed=k["seed"], workdir=r.workdir, order=i,
+                 kd_runs=sum(getattr(x, "teacher", None) == os.path.join(r.workdir, "model.keras")
+                             for _, x in entries))
+            for i, (k, r) in enumerate(entries) if k["method"] == "kd_teacher"]
 
 
 def estimate_seconds(s, entries):
