@@ -5,13 +5,17 @@ Three of the paper's ten families from the zoo at 1/8 of their width (fixed in
 BYOT table on Fashion-MNIST"), each trained four ways on the same 10,000 images,
 3 seeds each, same epochs and schedule: ``baseline`` (the plain network, CE),
 ``self_distillation`` (the journal version's heads, hint and loss),
-``deep_supervision`` (the same exits, CE only) and ``kd`` (classical KD from a
-larger zoo network; refused until kdzoo has a KD run type). Every run reports
+``deep_supervision`` (the same exits, CE only) and ``kd`` (classical KD,
+:mod:`kdzoo.distill.classical_kd`, from a larger zoo network: ``STUDY["kd"]``'s
+teacher, trained once by ``baseline``'s recipe with seed 0 into
+``<workdir>/teacher/<teacher>_w<width>`` before any kd run, and reused, frozen, by
+every kd run of every arch and seed). Every run reports
 last- and best-epoch top-1 (best chosen on the 5,000 held-out minival images,
 never on the test set) of each exit and the ensemble on the 10,000 test images.
 
     python recipes/byot_fashion_mnist.py --dry_run            # the plan, one JSON line
     python recipes/byot_fashion_mnist.py --methods baseline,self_distillation,deep_supervision
+    python recipes/byot_fashion_mnist.py --methods kd           # the teacher first, then kd
     python recipes/byot_fashion_mnist.py --arch cifar_vgg19_bn --seeds 0
     python recipes/byot_fashion_mnist.py --report_only        # measure what finished
 
@@ -46,7 +50,7 @@ STUDY = dict(  # fixed before any run; see docs/self_distillation.md, "The BYOT 
     methods=("baseline", "self_distillation", "deep_supervision", "kd"),
     seeds=(0, 1, 2),
     kd=dict(teacher="cifar_resnet18", teacher_build={"base_width": 16}, temperature=3.0,
-            alpha=0.3),  # planned: waits for a KD run type (branch seam26)
+            alpha=0.3),  # kdzoo.distill.classical_kd; the teacher: TEACHER_DIR below
     # Seconds per epoch (train + the minival/test report) of the seed-0 3-epoch sizing runs
     # (b9c48d5 + e1fcb2a's checkpoint interval, 2 vCPU, load ~6: docs/self_distillation.md); kd: est.
     # baseline + 13 s (the teacher's forward pass over 10,000 images), not measured.
@@ -59,7 +63,12 @@ STUDY = dict(  # fixed before any run; see docs/self_distillation.md, "The BYOT 
                           "kd": 78}},
     sizing_s_per_run=60)  # start-up (data, subset) + the final test evaluation and save
 RUN_METHOD = {"baseline": "labels", "self_distillation": "self_distillation",
-              "deep_supervision": "deep_supervision", "kd": None}  # kd: hook up here
+              "deep_supervision": "deep_supervision", "kd": "knowledge_distillation"}
+TEACHER_DIR = "teacher"  # <workdir>/teacher/<teacher>_w<base_width>: the kd teacher's run
+TEACHER_SEED = 0
+# Estimated, not measured: training ~3x the teacher's forward pass (13 s per 10,000 images,
+# as the kd estimate above) + its minival/test report (15,000 images, ~20 s) per epoch.
+TEACHER_EST_S_PER_EPOCH = 59
 
 
 def _pick(text, allowed, name, cast=str):
@@ -93,33 +102,65 @@ def _steps(s):
                 checkpoint_every_minutes=10.0)
 
 
-def make_run(s, arch, method, seed, workdir, options=None):
-    """The ``SupervisedRun`` of one (arch, method, seed); ``options``: run fields to override."""
+def make_run(s, arch, method, seed, workdir, options=None, build=None, teacher=None):
+    """The ``SupervisedRun`` of one (arch, method, seed); ``options``: run fields to override;
+    ``build``: the zoo build options (default: the arch's in ``s["archs"]``); ``teacher``
+    (kd): the teacher's ``.keras`` file (:func:`teacher_dir`'s run writes it)."""
     import kdzoo
     from kdzoo.train import SupervisedRun
     from kdzoo.train.recipe import _official_sgd
-    if RUN_METHOD[method] is None:
-        raise ValueError(f"method {method!r} is planned but kdzoo has no KD run type yet "
-                         "(issue 28; branch seam26 adds it): drop it from --methods for now.")
     model = functools.partial(kdzoo.load, arch, weights=None, num_classes=10,
-                              input_shape=(32, 32, 1), build_options=s["archs"][arch])
+                              input_shape=(32, 32, 1),
+                              build_options=s["archs"][arch] if build is None else build)
     sgd = functools.partial(_official_sgd, s["lr"], s["weight_decay"], s["epochs"])
     return SupervisedRun(model=model, optimizer=sgd, workdir=workdir, method=RUN_METHOD[method],
                          seed=seed, best_epoch_report=True, eval_roles=("test",), verbose=0,
-                         version=None if method == "baseline" else s["version"],
-                         **{k: s[k] for k in RUN_FIELDS}, **{**_steps(s), **(options or {})})
+                         **_method_fields(s, method, teacher),
+                         **{**_steps(s), **(options or {})})
+
+
+def _method_fields(s, method, teacher):
+    """STUDY's run fields, the exits' BYOT version, and kd's teacher, alpha and T."""
+    fields = dict({k: s[k] for k in RUN_FIELDS}, version=s["version"] if method in (
+        "self_distillation", "deep_supervision") else None)
+    if method == "kd":
+        if teacher is None:
+            raise ValueError("method 'kd' needs teacher= (the kd teacher's model.keras).")
+        fields.update(alpha=s["kd"]["alpha"], temperature=s["kd"]["temperature"],
+                      teacher=teacher)
+    return fields
+
+
+def teacher_dir(s, workdir):
+    """``<workdir>/teacher/cifar_resnet18_w16``: the one kd teacher run of the study."""
+    kd = s["kd"]
+    tag = "".join(f"_w{v}" if k == "base_width" else f"_{k}{v}"
+                  for k, v in sorted(kd["teacher_build"].items()))
+    return os.path.join(workdir, TEACHER_DIR, kd["teacher"] + tag)
+
+
+def teacher_entry(s, workdir, options=None):
+    """``(key, run)`` of the kd teacher: ``baseline``'s recipe (same data, schedule and
+    report) at ``STUDY["kd"]``'s arch and width, seed 0."""
+    kd = s["kd"]
+    run = make_run(s, kd["teacher"], "baseline", TEACHER_SEED, teacher_dir(s, workdir), options,
+                   build=kd["teacher_build"])
+    return (dict(arch=kd["teacher"], method="kd_teacher", seed=TEACHER_SEED, epochs=s["epochs"],
+                 build=dict(kd["teacher_build"]), est_s_per_epoch=TEACHER_EST_S_PER_EPOCH), run)
 
 
 def plan_runs(s, workdir, options=None):
-    """``[(row key, run)]``: seed by seed (a table stopped early has whole seeds), kd planned."""
-    entries = []
+    """``[(row key, run)]``: the kd teacher first (when kd is planned), then seed by seed
+    (a table stopped early has whole seeds)."""
+    entries = [teacher_entry(s, workdir, options)] if "kd" in s["methods"] else []
+    teacher = os.path.join(teacher_dir(s, workdir), "model.keras")
     for seed in s["seeds"]:
         for arch in s["archs"]:
             for method in s["methods"]:
                 where = os.path.join(workdir, arch, method, f"seed-{seed}")
-                run = None if RUN_METHOD[method] is None else \
-                    make_run(s, arch, method, seed, where, options)
-                entries.append((dict(arch=arch, method=method, seed=seed, epochs=s["epochs"]), run))
+                entries.append((dict(arch=arch, method=method, seed=seed, epochs=s["epochs"]),
+                                make_run(s, arch, method, seed, where, options,
+                                         teacher=teacher if method == "kd" else None)))
     return entries
 
 
@@ -135,10 +176,6 @@ def main(argv):
     if FLAGS.dry_run:
         return report.print_plan(s, entries)
     if not FLAGS.report_only:
-        refused = sorted({k["method"] for k, run in entries if run is None})
-        if refused:
-            common.fail(f"--methods: {refused} has no run type yet (issue 28: classical KD "
-                        "waits for branch seam26); pass --methods without it.")
         fashion_mnist_report.train_all(entries)
     print(report.write_report(s, entries, FLAGS.workdir, FLAGS.evidence, FLAGS.data_dir))
 

@@ -12,7 +12,8 @@ on the test set.
 Rows of the evidence JSON, one per (arch, method, seed, exit): ``exit`` is
 ``1..N`` (the top-1 of that exit; ``flops`` the cost of running up to it) or
 ``"ensemble"`` (the mean of the exits' logits; every head's cost) for the
-exits' methods, ``"output"`` for one-output networks (baseline, kd).
+exits' methods, ``"output"`` for one-output networks (baseline, kd, and the kd
+teacher, ``method="kd_teacher"``: in the rows and summary, not in the table).
 """
 
 import json
@@ -34,22 +35,34 @@ ROW_KEYS = ("arch", "method", "seed", "exit", "top1_last", "top1_best", "flops",
 
 
 def print_plan(s, entries):
-    """--dry_run: the table's size, one run's plan and what is planned but not runnable."""
+    """--dry_run: the table's size, one run's plan, what is planned but not runnable, and the
+    kd teacher's run (trained first, then read by every kd run)."""
     from kdzoo.train import plan
     runnable = [run for _, run in entries if run is not None]
     info = plan(runnable[0])[1] if runnable else {}
     print(json.dumps(dict(
-        info, runs=len(entries), runnable_runs=len(runnable),
+        info, runs=len(entries), runnable_runs=len(runnable), kd_teacher=kd_teachers(entries),
+        runs_by_method={m: sum(k["method"] == m for k, _ in entries)
+                        for m in dict.fromkeys(k["method"] for k, _ in entries)},
         not_runnable=sorted({k["method"] for k, r in entries if r is None}),
         study_steps=sum(plan(r)[0].total_steps for r in runnable), archs=s["archs"],
         methods=list(s["methods"]), seeds=list(s["seeds"]), version=s["version"],
         estimated_hours=round(estimate_seconds(s, entries) / 3600, 2)), sort_keys=True))
 
 
+def kd_teachers(entries):
+    """The kd teacher runs of a plan: where, in which order, and how many kd runs read them."""
+    return [dict(arch=k["arch"], build=k["build"], seed=k["seed"], workdir=r.workdir, order=i,
+                 kd_runs=sum(getattr(x, "teacher", None) == os.path.join(r.workdir, "model.keras")
+                             for _, x in entries))
+            for i, (k, r) in enumerate(entries) if k["method"] == "kd_teacher"]
+
+
 def estimate_seconds(s, entries):
-    """Wall time of the planned runs from the sizing runs' seconds per epoch (train + eval)."""
-    return sum(s["sizing_s_per_epoch"][k["arch"]][k["method"]] * k["epochs"]
-               + s["sizing_s_per_run"] for k, _ in entries)
+    """Wall time of the planned runs from the sizing runs' seconds per epoch (train + eval);
+    a run not sized (the kd teacher) carries its own estimate, ``est_s_per_epoch``."""
+    return sum((k.get("est_s_per_epoch") or s["sizing_s_per_epoch"][k["arch"]][k["method"]])
+               * k["epochs"] + s["sizing_s_per_run"] for k, _ in entries)
 
 
 def _per_data_epoch(per_epoch, batch_size, n_train):
@@ -69,7 +82,7 @@ def flops_of(run, version):
     from kdzoo.distill.self_distill import SelfDistillation
     from kdzoo.distill.self_distill.early_exit import count_flops, exit_flops
     net = run.model()
-    if run.method == "labels":
+    if run.method in ("labels", "knowledge_distillation"):  # one output (kd: the student's)
         return {"output": int(count_flops(net))}
     sd = SelfDistillation(net, num_classes=10, version=version, mode=run.method)
     f = exit_flops(sd)

@@ -1,10 +1,12 @@
 """Distillation methods: FunMatch (:mod:`.funmatch`: consistent and patient teaching, the
-teacher-output cache) and self distillation (:mod:`.self_distill`, with depth-adaptive
-early-exit inference), and what they share (losses, input checks, metric directions).
-The optimizers (``TorchSGD``, ``paper_optimizer``) live in :mod:`kdzoo.optim` and are
-re-exported here, where the README names them."""
+teacher-output cache), classical KD (:mod:`.classical_kd`, Hinton et al. 2015) and self
+distillation (:mod:`.self_distill`, with depth-adaptive early-exit inference), and what
+they share (losses, input checks, metric directions). The optimizers (``TorchSGD``,
+``paper_optimizer``) live in :mod:`kdzoo.optim` and are re-exported here, where the README
+names them."""
 
 from kdzoo.distill import losses  # noqa: F401
+from kdzoo.distill.classical_kd import KnowledgeDistillation, kd_loss  # noqa: F401
 from kdzoo.distill.self_distill.early_exit import (EarlyExit, count_flops, exit_flops, export_exit,  # noqa: F401
                                                    to_tflite)
 from kdzoo.distill.self_distill.exit_calibration import calibrate_thresholds  # noqa: F401
@@ -18,8 +20,8 @@ from kdzoo.distill.funmatch.teacher_cache import TeacherCache, open_teacher_cach
 from kdzoo.optim.torch_sgd import TorchSGD, official_schedule  # noqa: F401
 from kdzoo.distill.funmatch.views import FIXED_VARIANTS, VARIANTS, ViewMaker  # noqa: F401
 
-__all__ = ["EXIT_HEADS", "EarlyExit", "FIXED_VARIANTS", "FunMatchDistiller", "FunMatchLoss", "LockstepGrid", "TeacherCache",
+__all__ = ["EXIT_HEADS", "EarlyExit", "FIXED_VARIANTS", "FunMatchDistiller", "FunMatchLoss", "KnowledgeDistillation", "LockstepGrid", "TeacherCache",
            "TorchSGD", "VARIANTS", "ViewMaker", "cache_teacher", "calibrate_thresholds",
            "count_flops", "exit_flops", "export_exit", "losses", "official_schedule",
-           "open_teacher_cache", "paper_optimizer", "paper_schedule", "SelfDistillationHint",
+           "kd_loss", "open_teacher_cache", "paper_optimizer", "paper_schedule", "SelfDistillationHint",
            "to_tflite"]

@@ -26,6 +26,7 @@ import os
 import keras
 
 from kdzoo.train import checkpointing, run_dir
+from kdzoo.train import methods as _methods
 from kdzoo.atomic import save_model
 from kdzoo.train.distribute import get_strategy, split_batch, worker_subdir
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
@@ -275,12 +276,16 @@ def run_funmatch(run):
 
 @dataclasses.dataclass
 class SupervisedRun(RunOptions):
-    """Training on labels: a plain network, a self-distilled one, or deep supervision.
+    """Training on labels: a plain network, a self-distilled one, deep supervision, or KD.
 
-    ``model``: callable returning the network (a zoo backbone). ``method``: ``"labels"``
-    (plain CE; with ``mixup_alpha`` the paper's "fine-tune with mixup" baseline),
-    ``"self_distillation"`` or ``"deep_supervision"`` (``kdzoo.SelfDistillation`` over the
-    stages; ``version``: its BYOT version, :mod:`kdzoo.distill.self_distill.byot_versions`).
+    ``model``: callable returning the network (a zoo backbone). ``method``
+    (:mod:`kdzoo.train.methods`): ``"labels"`` (plain CE; with ``mixup_alpha`` the paper's
+    "fine-tune with mixup" baseline), ``"self_distillation"`` or ``"deep_supervision"``
+    (``kdzoo.SelfDistillation`` over the stages; ``version``: its BYOT version,
+    :mod:`kdzoo.distill.self_distill.byot_versions`), ``"knowledge_distillation"`` (classical
+    KD from the frozen ``teacher``: a keras.Model, a ``.keras`` path or a callable;
+    ``alpha`` / ``temperature`` as :mod:`kdzoo.distill.classical_kd`; ``model.keras`` is the
+    student).
     ``optimizer``: callable ``total_steps -> keras optimizer``. ``best_epoch_report``: the per-epoch
     minival / test report (:mod:`kdzoo.distill.self_distill.exit_reporting`) and its best / last
     epoch keys in ``metrics.json``; ``None``: on for the exits' methods only.
@@ -306,17 +311,17 @@ class SupervisedRun(RunOptions):
     feature_weight: float = 0.03
     best_epoch_report: bool | None = None  # None: on for SelfDistillation models only
     version: str | None = None  # SelfDistillation(version=): "journal" / "iccv2019" heads+hint
+    teacher: object = None  # method="knowledge_distillation": the frozen, trained teacher
 
 
-METHODS = ("labels", "self_distillation", "deep_supervision")
+METHODS = tuple(_methods.METHODS)  # "labels", "self_distillation", "deep_supervision", ...
 
 
 def run_supervised(run):
     """Train ``run.model()`` on labels by ``run.method``; returns the metrics dict."""
     from kdzoo.data import get_spec, load_split
 
-    if run.method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {run.method!r}.")
+    method = _methods.get_method(run)
     spec = get_spec(run.dataset)
     size = run.image_size or spec.input_size
     precision = set_precision(run.mixed_precision)
@@ -325,29 +330,15 @@ def run_supervised(run):
     split_batch(run.batch_size, strategy)
     train, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
+    with strategy.scope():
+        model = method.build(run, spec, schedule.total_steps)
     # One workdir = one run: lock it for the run's life, record / compare its settings
-    # (after the data and flag checks, so a refused command leaves the workdir unclaimed).
-    settings, defaults = _settings(run, precision)
+    # (after the data and flag checks, so a refused command leaves the workdir unclaimed;
+    # with a teacher's weights, so the models are built first).
+    settings, defaults = _settings(run, precision, method.teachers(model))
     workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
                                  worker=worker_subdir(), defaults=defaults)
     _remove_stale_exports(run)
-    steps = schedule.total_steps
-    with strategy.scope():
-        network = run.model()
-        if run.method == "labels":
-            model = network
-            loss = (keras.losses.CategoricalCrossentropy(from_logits=True) if run.mixup_alpha
-                    else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-            metric = (keras.metrics.CategoricalAccuracy(name="accuracy") if run.mixup_alpha
-                      else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
-            model.compile(optimizer=run.optimizer(steps), loss=loss,
-                          metrics=[metric], jit_compile=run.jit_compile)
-        else:
-            from kdzoo.distill.self_distill import SelfDistillation
-            model = SelfDistillation(network, num_classes=spec.num_classes, alpha=run.alpha,
-                                     temperature=run.temperature, version=run.version,
-                                     feature_weight=run.feature_weight, mode=run.method)
-            model.compile(optimizer=run.optimizer(steps), jit_compile=run.jit_compile)
     best = _fit(model, lambda step: labeled_stream(
         train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
         seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
@@ -362,7 +353,7 @@ def run_supervised(run):
         if run.method == "labels" and run.mixup_alpha:
             batches = batches.map(lambda x, y: (x, keras.ops.one_hot(y, spec.num_classes)))
         metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
-    save_model(model, os.path.join(run.workdir, "model.keras"))
+    save_model(method.export(model), os.path.join(run.workdir, "model.keras"))
     checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
     workdir_lock.release()
     return metrics

@@ -49,25 +49,42 @@ def _settings(*argv):
     return byot, byot.settings()
 
 
-def test_the_whole_table_is_planned_seed_by_seed_with_kd_refused_by_name():
+def test_the_whole_table_is_planned_seed_by_seed_after_the_kd_teacher():
     byot, s = _settings()
     entries = byot.plan_runs(s, "/tmp/byot")
-    assert len(entries) == 3 * 4 * 3  # archs x methods x seeds
-    assert [k["seed"] for k, _ in entries] == sorted(k["seed"] for k, _ in entries)
-    assert len({r.workdir for _, r in entries if r is not None}) == 27
-    kd = [r for k, r in entries if k["method"] == "kd"]
-    assert len(kd) == 9 and all(r is None for r in kd)
-    with pytest.raises(ValueError, match="'kd'.*no KD run type"):
-        byot.make_run(s, "cifar_resnet18", "kd", 0, "/tmp/x")
-    by = {(k["arch"], k["method"]): r for k, r in entries if k["seed"] == 0 and r is not None}
+    assert len(entries) == 1 + 3 * 4 * 3  # the kd teacher, then archs x methods x seeds
+    (tkey, teacher), rest = entries[0], entries[1:]
+    assert [k["seed"] for k, _ in rest] == sorted(k["seed"] for k, _ in rest)
+    assert all(r is not None for _, r in entries)
+    assert len({r.workdir for _, r in entries}) == 37
+    # The teacher: STUDY["kd"]'s arch and width, baseline's recipe, seed 0, in its own dir.
+    assert (tkey["method"], tkey["arch"], teacher.seed, teacher.method) == (
+        "kd_teacher", "cifar_resnet18", 0, "labels")
+    assert teacher.workdir == "/tmp/byot/teacher/cifar_resnet18_w16"
+    assert teacher.model.keywords["build_options"] == {"base_width": 16}
+    base = next(r for k, r in rest if (k["arch"], k["method"], k["seed"]) == (
+        "cifar_resnet18", "baseline", 0))
+    same = ("dataset", "epochs", "batch_size", "crop", "pad_fill", "flip", "cutout",
+            "train_per_class", "subset_seed", "log_every_steps", "version", "mixed_precision")
+    assert [getattr(teacher, f) for f in same] == [getattr(base, f) for f in same]
+    assert teacher.optimizer.args == base.optimizer.args
+    # Every kd run of every arch and seed reads that one teacher file.
+    kd = [r for k, r in rest if k["method"] == "kd"]
+    assert len(kd) == 9 and {r.method for r in kd} == {"knowledge_distillation"}
+    assert {r.teacher for r in kd} == {"/tmp/byot/teacher/cifar_resnet18_w16/model.keras"}
+    assert {(r.alpha, r.temperature, r.version) for r in kd} == {(0.3, 3.0, None)}
+    by = {(k["arch"], k["method"]): r for k, r in rest if k["seed"] == 0}
     for (arch, method), run in by.items():
         assert (run.dataset, run.train_per_class, run.image_size, run.epochs) == (
             "fashion_mnist_32", 1000, 32, s["epochs"])
         assert (run.crop, run.pad_fill, run.flip, run.autoaugment, run.cutout) == (
             "pad", 0, True, None, 16)
-        assert run.version == (None if method == "baseline" else "journal")
+        assert run.version == ("journal" if method in ("self_distillation",
+                                                       "deep_supervision") else None)
         assert run.best_epoch_report and run.eval_roles == ("test",)
         assert run.log_every_steps == round(s["epochs"] * 10000 / 128) // s["epochs"]
+        assert (run.teacher is None) == (method != "kd")
+        assert run.model.keywords["build_options"] == s["archs"][arch]
     assert by["cifar_vgg19_bn", "baseline"].method == "labels"
     assert by["cifar_wrn20_8", "deep_supervision"].method == "deep_supervision"
 
@@ -76,9 +93,25 @@ def test_a_part_of_the_table_and_bad_selections():
     byot, s = _settings("--arch", "cifar_vgg19_bn", "--methods", "baseline,kd", "--seeds", "2")
     entries = byot.plan_runs(s, "/tmp/byot")
     assert [(k["arch"], k["method"], k["seed"]) for k, _ in entries] == [
-        ("cifar_vgg19_bn", "baseline", 2), ("cifar_vgg19_bn", "kd", 2)]
+        ("cifar_resnet18", "kd_teacher", 0), ("cifar_vgg19_bn", "baseline", 2),
+        ("cifar_vgg19_bn", "kd", 2)]
+    _, s = _settings("--methods", "baseline,self_distillation")
+    assert all(k["method"] != "kd_teacher" for k, _ in byot.plan_runs(s, "/tmp/byot"))
     with pytest.raises(SystemExit):
         _settings("--arch", "cifar_resnet19")
+
+
+def test_the_dry_run_lists_the_kd_teacher_before_the_kd_runs(capsys):
+    byot, _ = _settings("--dry_run", "--workdir", "/tmp/byot_dry", "--seeds", "0,1")
+    byot.main([])
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plan["not_runnable"] == [] and plan["runs"] == plan["runnable_runs"] == 1 + 3 * 4 * 2
+    assert plan["runs_by_method"] == {"kd_teacher": 1, "baseline": 6, "self_distillation": 6,
+                                      "deep_supervision": 6, "kd": 6}
+    assert plan["kd_teacher"] == [dict(arch="cifar_resnet18", build={"base_width": 16}, seed=0,
+                                       workdir="/tmp/byot_dry/teacher/cifar_resnet18_w16",
+                                       order=0, kd_runs=6)]
+    assert not os.path.exists("/tmp/byot_dry")  # a plan trains and writes nothing
 
 
 def test_the_subset_and_the_selection_split_are_disjoint_and_the_images_are_32px():
@@ -135,25 +168,26 @@ def test_the_report_of_tiny_runs_matches_an_independent_measurement(tmp_path):
     import fashion_mnist_report
     byot, s = _settings()
     s = dict(s, archs={"cifar_resnet18": {"base_width": 2}}, epochs=2, train_per_class=2,
-             batch_size=10, seeds=(0, 1), methods=("baseline", "self_distillation", "kd"))
+             batch_size=10, seeds=(0, 1), methods=("baseline", "self_distillation", "kd"),
+             kd=dict(s["kd"], teacher_build={"base_width": 4}))
     entries = byot.plan_runs(s, str(tmp_path / "runs"))
     start = time.perf_counter()
-    fashion_mnist_report.train_all([e for e in entries if e[1] is not None])
+    fashion_mnist_report.train_all(entries)  # the teacher first: the kd runs read its file
     wall = time.perf_counter() - start
     evidence = str(tmp_path / "results" / "byot.json")
     text = byot_report.write_report(s, entries, str(tmp_path / "runs"), evidence)
     record = json.load(open(evidence))
-    assert (record["planned_runs"], record["finished_runs"], record["complete"]) == (6, 4, False)
+    assert (record["planned_runs"], record["finished_runs"], record["complete"]) == (7, 7, True)
     assert os.path.getsize(tmp_path / "results" / "byot_cifar_resnet18.png") > 1000
     images, labels = _padded_test()
     mine = {}
-    for key, run in ((k, r) for k, r in entries if r is not None):
+    for key, run in entries:
         rows = {r["exit"]: r for r in record["rows"]
                 if (r["method"], r["seed"]) == (key["method"], key["seed"])}
         last = _independent_top1(run, images, labels)
         best = _independent_top1(run, images, labels,
                                  os.path.join(run.workdir, "best_exit.weights.h5"))
-        if key["method"] == "baseline":
+        if key["method"] in ("baseline", "kd", "kd_teacher"):  # one output
             assert set(rows) == {"output"}
             assert rows["output"]["top1_last"] == pytest.approx(last[0][0], abs=0.011)
             assert rows["output"]["top1_best"] == pytest.approx(best[0][0], abs=0.011)
@@ -176,4 +210,9 @@ def test_the_report_of_tiny_runs_matches_an_independent_measurement(tmp_path):
     assert cells[2] == f"{np.mean(base):.2f} ± {np.std(base):.2f}"
     assert cells[-1] == f"{np.mean(sd_ens):.2f} ± {np.std(sd_ens):.2f}"
     kd_line = next(x for x in text.splitlines() if x.startswith("| cifar_resnet18 | kd"))
-    assert kd_line.count("—") == 5  # planned, not run: its cells are empty
+    kd = [mine["kd", seed]["output"]["top1_best"] for seed in (0, 1)]
+    cells = [c.strip() for c in kd_line.strip("|").split("|")]
+    assert cells[2] == f"{np.mean(base):.2f} ± {np.std(base):.2f}"
+    assert cells[3:-1] == ["—"] * 4  # one output: no exits
+    assert cells[-1] == f"{np.mean(kd):.2f} ± {np.std(kd):.2f}"
+    assert mine["kd_teacher", 0]["output"]["flops"] > mine["kd", 0]["output"]["flops"]
