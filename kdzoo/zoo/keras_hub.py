@@ -10,7 +10,9 @@ graph, so the result takes raw pixels like every zoo model
 
 * ``resize``: a stock ``keras.layers.Resizing`` with the image converter's size,
   interpolation, crop/pad-to-aspect-ratio and antialias settings (skipped when
-  the converter has no image size);
+  the converter has no image size), called with ``training=False`` so that its
+  ``training=True`` default does not put the layers after it in training mode
+  when the model is called without a flag;
 * ``preprocess``: a stock ``keras.layers.Rescaling`` with the converter's scale and
   offset (scalars or per channel), applied after the resize as keras-hub does;
 * the hub graph flattened into this model (the backbone's layers keep their own
@@ -231,7 +233,12 @@ def from_keras_hub(preset_or_model, num_classes=None, input_shape=None, load_wei
         config = {k: config[k] for k in ("height", "width", "interpolation",
                                          "crop_to_aspect_ratio", "pad_to_aspect_ratio",
                                          "antialias") if k in config}
-        x = keras.layers.Resizing(name="resize", **config)(x)
+        # training=False recorded on the node: Resizing is an augmentation-style layer
+        # whose call() defaults to training=True, and a layer's resolved flag becomes
+        # the call context of every layer after it. Without it, model(x) with no flag
+        # ran every BatchNormalization in training mode (batch statistics, moving
+        # statistics updated in eager calls). model(x, training=True) still overrides it.
+        x = keras.layers.Resizing(name="resize", **config)(x, training=False)
     scale = 1.0 if converter.scale is None else converter.scale
     offset = 0.0 if converter.offset is None else converter.offset
     x = keras.layers.Rescaling(scale, offset=offset, name="preprocess")(x)

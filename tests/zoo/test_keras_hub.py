@@ -20,13 +20,14 @@ from kdzoo.distill.self_distill import SelfDistillation
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def hub_resnet(classes=4, size=24, seed=0, preprocessor=True):
+def hub_resnet(classes=4, size=24, seed=0, preprocessor=True, block_type="basic_block",
+               blocks=(1, 1, 1)):
     """A tiny ResNet ImageClassifier with an ImageNet-style converter (resize, mean/std)."""
     keras.utils.set_random_seed(seed)
     backbone = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64], input_conv_kernel_sizes=[3],
-        stackwise_num_filters=[64, 16, 16], stackwise_num_blocks=[1, 1, 1],
-        stackwise_num_strides=[1, 2, 2], block_type="basic_block")
+        stackwise_num_filters=[64, 16, 16], stackwise_num_blocks=list(blocks),
+        stackwise_num_strides=[1, 2, 2], block_type=block_type, use_pre_activation=False)
     converter = keras_hub.layers.ResNetImageConverter(
         image_size=(size, size), scale=[1 / (255 * s) for s in STD],
         offset=[-m / s for m, s in zip(MEAN, STD)])
@@ -89,6 +90,28 @@ def test_in_graph_preprocessing_equals_the_presets_preprocessor():
     # The trap from_keras_hub removes: the hub model called on raw pixels differs.
     raw = keras.ops.convert_to_numpy(hub(keras.ops.image.resize(x, (24, 24)), training=False))
     assert np.abs(raw - by_hand(hub, x)).max() > 1e-2
+
+
+@pytest.mark.parametrize("block_type", ["basic_block", "bottleneck_block"])
+def test_called_plainly_it_is_in_inference_mode_like_the_hub_pipeline(block_type):
+    # ResNet-50 v1's layout (resnet_50_imagenet): no pre-activation, per-channel mean/std.
+    hub = hub_resnet(block_type=block_type, blocks=(2, 1, 1), size=32)
+    x = pixels(n=4, h=48, w=40, seed=3)
+    want = by_hand(hub, x)
+    model = kdzoo.from_keras_hub(hub)
+    bn = model.get_layer("conv1_bn")
+    stats = [keras.ops.convert_to_numpy(v) for v in (bn.moving_mean, bn.moving_variance)]
+    # model(x) is how the README and distillers' users call a zoo model: no flag.
+    for got in (model(x), model(x, training=False), model.predict(x, verbose=0)):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want,
+                                   rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    for old, new in zip(stats, (bn.moving_mean, bn.moving_variance)):  # no BN update
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(new), old)
+    # training=True still reaches the BatchNormalizations: batch statistics, as the hub's.
+    train = keras.ops.convert_to_numpy(model(x, training=True))
+    hub_train = keras.ops.convert_to_numpy(hub(hub.preprocessor(x), training=True))
+    assert np.abs(train - want).max() > 1e-3
+    np.testing.assert_allclose(train, hub_train, rtol=1e-4, atol=1e-4 * np.abs(hub_train).max())
 
 
 def test_mobilenet_classifier_and_a_scalar_value_range():
@@ -202,7 +225,8 @@ def test_a_nested_hub_backbone_says_how_to_flatten_it():
 
 
 def test_plain_keras_export_loads_without_keras_hub(tmp_path):
-    model = kdzoo.from_keras_hub(hub_resnet())
+    hub = hub_resnet()
+    model = kdzoo.from_keras_hub(hub)
     plain = kdzoo.to_plain_keras(model)
     x = pixels()
     np.testing.assert_allclose(run(plain, x), run(model, x),
@@ -213,6 +237,10 @@ def test_plain_keras_export_loads_without_keras_hub(tmp_path):
     assert all(type(l).__module__.startswith("keras.") for l in back.layers)
     np.testing.assert_allclose(run(back, x), run(model, x),
                                rtol=1e-5, atol=1e-5)
+    # Called with no flag, the saved model is still in inference mode (the resize's
+    # training=False travels with the graph).
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)), by_hand(hub, x),
+                               rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------ distillation ---
