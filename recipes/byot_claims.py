@@ -256,7 +256,8 @@ def format_claims(claims):
     lines = ["Claims (test top-1 % at the epoch chosen on minival, mean ± std over seeds; "
              f"{claims[0]['numbers']['table']})"]
     for c, lines_of in zip(claims, render):
-        lines.append(f"{c['claim']}: {c['verdict'].upper()}")
+        head, _, why = c["verdict"].partition(" (")
+        lines.append(f"{c['claim']}: {head.upper()}" + (f" ({why}" if why else ""))
         lines += [f"    {x}" for x in lines_of(c["numbers"])]
         lines += [f"    not measured: {x}" for x in c["numbers"].get("not_measured", [])]
     return "\n".join(lines)
