@@ -7,7 +7,9 @@ per Keras epoch (one data epoch here) the test top-1 of every exit and the
 ensemble, the minival top-1 that picks the best epoch, and the seconds of
 training (``train_s``, no evaluation). FLOPs are counted on the architecture
 (:mod:`kdzoo.distill.self_distill.early_exit`), not measured. Nothing is selected
-on the test set.
+on the test set. The five claims of issue 28 are judged from the rows
+(``byot_claims.py``); claim 5 reloads each finished SD network, calibrates early exit
+on minival and measures it on the test images (``byot_early_exit.py``).
 
 Rows of the evidence JSON, one per (arch, method, seed, exit): ``exit`` is
 ``1..N`` (the top-1 of that exit; ``flops`` the cost of running up to it) or
@@ -143,18 +145,31 @@ def summarize(rows):
                            values=("top1_last", "top1_best", "flops"))
 
 
-def write_report(s, entries, workdir, evidence_path, data_dir=None):
-    """Rows, summary, machine, completeness -> evidence JSON; plots; returns the tables."""
-    del data_dir  # the runs read their own data; nothing is re-evaluated here
+def write_report(s, entries, workdir, evidence_path, data_dir=None, early_exit_repeats=3):
+    """Rows, summary, machine, completeness, the claims' verdicts -> evidence JSON; plots;
+    returns the tables and the verdicts as text."""
+    import byot_claims
     rows, finished = collect(s, entries)
     record = dict(machine(s), study={k: v for k, v in s.items()}, rows=rows,
                   summary=summarize(rows), planned_runs=len(entries), finished_runs=finished,
                   complete=finished == len(entries), row_keys=list(ROW_KEYS))
+    record["claims"] = claims_of(s, entries, record, data_dir, early_exit_repeats)
     record["plots"] = [plot_arch(record, arch, os.path.dirname(os.path.abspath(evidence_path)))
                        for arch in s["archs"] if any(r["arch"] == arch for r in rows)]
     os.makedirs(os.path.dirname(os.path.abspath(evidence_path)), exist_ok=True)
     write_json(evidence_path, json.loads(json.dumps(record, default=list)))
-    return "\n\n".join(format_table(record, which) for which in ("top1_best", "top1_last"))
+    return "\n\n".join([format_table(record, which) for which in ("top1_best", "top1_last")]
+                       + [byot_claims.format_claims(record["claims"])])
+
+
+def claims_of(s, entries, record, data_dir, early_exit_repeats):
+    """The five verdicts (byot_claims.py) from the rows; only claim 5 reloads the SD
+    networks (byot_early_exit.py: calibrated on minival, then measured on the test images)."""
+    import byot_claims
+    import byot_early_exit
+    early = byot_early_exit.measure_all(s, entries, data_dir, early_exit_repeats)
+    return byot_claims.judge(record["rows"], list(s["archs"]), early,
+                             planned=record["planned_runs"], finished=record["finished_runs"])
 
 
 def _cell(groups, arch, method, exit_):

@@ -179,6 +179,13 @@ def test_the_report_of_tiny_runs_matches_an_independent_measurement(tmp_path):
     record = json.load(open(evidence))
     assert (record["planned_runs"], record["finished_runs"], record["complete"]) == (7, 7, True)
     assert os.path.getsize(tmp_path / "results" / "byot_cifar_resnet18.png") > 1000
+    claims = {c["claim"][:3]: c for c in record["claims"]}  # byot_claims.py; its own tests
+    assert claims["(3)"]["verdict"].startswith("not measured (") and "deep_supervision" in (
+        claims["(3)"]["numbers"]["not_measured"][0])  # no deep supervision planned here
+    assert claims["(2)"]["verdict"].startswith("not measured (")  # one depth
+    assert [(r["arch"], r["seed"]) for r in claims["(5)"]["numbers"]["runs"]] == [
+        ("cifar_resnet18", 0), ("cifar_resnet18", 1)]  # every finished SD run, reloaded
+    assert "(1) the deepest SD exit beats the baseline: " in text
     images, labels = _padded_test()
     mine = {}
     for key, run in entries:
