@@ -80,12 +80,32 @@ def evaluate(model, dataset, split="test", *, batch_size=256, data_dir=None,
             labels = np.asarray(labels).reshape(-1)
             check_label_array(labels, num_classes, "kdzoo.evaluate")
             logits = np.asarray(net(images, training=False))
-            correct += int(np.sum(logits.argmax(-1) == labels))
+            correct += int(np.sum(_hits(logits, labels)))
             total += len(labels)
     if total == 0:
         raise ValueError(f"kdzoo.evaluate: no examples in {dataset!r} ({split}).")
     return {"top1": 100.0 * correct / total, "num_examples": total,
             "protocol": protocol_text(resize_small, size), "interpolation": interpolation}
+
+
+def top1(logits, labels):
+    """Top-1 (%) of predictions already made: ``logits`` (or probabilities) ``(N, C)``
+    against integer ``labels`` ``(N,)``.
+
+    The array half of :func:`evaluate`, for what a report holds in memory: one exit's
+    logits, an ensemble's mean, or the agreement with a teacher (its predicted classes
+    as ``labels``). ``100 * mean(argmax == labels)``, written once here.
+    """
+    logits, labels = np.asarray(logits), np.asarray(labels).reshape(-1)
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"top1 needs logits (N, C) and N labels; got logits {logits.shape} "
+                         f"and {len(labels)} labels.")
+    return 100 * float(np.mean(_hits(logits, labels)))
+
+
+def _hits(logits, labels):
+    """Whether each example's top class is its label (the one definition of "correct")."""
+    return np.asarray(logits).argmax(-1) == labels
 
 
 def _card_protocol(name):

@@ -115,10 +115,11 @@ def measure(run, data_dir=None):
     import keras
 
     from kdzoo.data import fashion_mnist
+    from kdzoo.evaluation import top1
     images, labels = fashion_mnist.load("test", data_dir)
     model = keras.saving.load_model(os.path.join(run.workdir, "model.keras"))
-    pred = model.predict(images.astype("float32"), batch_size=1000, verbose=0).argmax(-1)
-    return 100 * float(np.mean(pred == FINE_TO_COARSE[labels]))
+    logits = model.predict(images.astype("float32"), batch_size=1000, verbose=0)
+    return top1(logits, FINE_TO_COARSE[labels])
 
 
 def read_record(workdir):

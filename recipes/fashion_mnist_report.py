@@ -16,6 +16,7 @@ import numpy as np
 
 from kdzoo.train import study
 from kdzoo.atomic import atomic_path, write_json
+from kdzoo.evaluation import top1
 
 MODEL_FILE = {"FunMatchRun": "student.keras", "SupervisedRun": "model.keras"}
 
@@ -76,9 +77,7 @@ def _measure(run, images, labels, teacher_pred):
     result = {}
     if isinstance(logits, (list, tuple)):  # self distillation: one output per exit
         result, logits = _exits(model, logits, labels), logits[-1]
-    pred = np.argmax(logits, -1)
-    result.update(top1=100 * float(np.mean(pred == labels)),
-                  agreement=100 * float(np.mean(pred == teacher_pred)))
+    result.update(top1=top1(logits, labels), agreement=top1(logits, teacher_pred))
     write_json(cache, result)
     return result
 
@@ -99,8 +98,8 @@ def test_view(images, size):
 def _exits(model, logits, labels):
     from kdzoo.distill.self_distill.early_exit import exit_flops
     flops = exit_flops(model)
-    acc = [100 * float(np.mean(np.argmax(z, -1) == labels)) for z in logits]
-    ensemble = 100 * float(np.mean(np.mean(np.stack(logits), 0).argmax(-1) == labels))
+    acc = [top1(z, labels) for z in logits]
+    ensemble = top1(np.mean(np.stack(logits), 0), labels)
     return {"exit_top1": acc, "exit_mflops": [f / 1e6 for f in flops["to_exit"]],
             "full_mflops": flops["full"] / 1e6, "ensemble_top1": ensemble}
 
@@ -110,10 +109,10 @@ def _models_info(s, images, labels):
     import kdzoo
     from kdzoo.distill.self_distill.early_exit import count_flops
     teacher = kdzoo.load(s["teacher"])
-    pred = teacher.predict(images, batch_size=1000, verbose=0).argmax(-1)
+    logits = teacher.predict(images, batch_size=1000, verbose=0)
     student = kdzoo.load(s["student"], weights=None)
-    return pred, {
-        "teacher": {"name": s["teacher"], "top1": 100 * float(np.mean(pred == labels)),
+    return logits.argmax(-1), {
+        "teacher": {"name": s["teacher"], "top1": top1(logits, labels),
                     "mflops": count_flops(teacher) / 1e6, "params": teacher.count_params()},
         "student": {"name": s["student"], "mflops": count_flops(student) / 1e6,
                     "params": student.count_params()}}
@@ -253,8 +252,7 @@ def _test_set(data_dir=None):
 
 def _evaluate_on_test(model):
     images, labels = _test_set()
-    out = model.predict(images, batch_size=1000, verbose=0)
-    return 100 * float(np.mean(np.argmax(out, -1) == labels))
+    return top1(model.predict(images, batch_size=1000, verbose=0), labels)
 
 
 def export_best(summary, entries, command):

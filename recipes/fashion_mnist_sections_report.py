@@ -19,6 +19,7 @@ import numpy as np
 
 import fashion_mnist_report as report
 from kdzoo.atomic import write_json
+from kdzoo.evaluation import top1
 from kdzoo.train import study
 
 EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "docs", "results",
@@ -130,9 +131,9 @@ def teachers_record(cfg, images, labels):
     out, probs = {}, []
     for key, name in cfg["teachers"].items():
         p = _probs(name, images) if name in registry.cards() else None
-        out[key] = dict(name=name, top1=None if p is None else _top1(p, labels))
+        out[key] = dict(name=name, top1=None if p is None else top1(p, labels))
         probs += [] if p is None else [p]
-    out["ensemble_top1"] = (_top1(np.mean(probs, 0), labels)
+    out["ensemble_top1"] = (top1(np.mean(probs, 0), labels)
                             if len(probs) == len(cfg["teachers"]) else None)
     return out
 
@@ -142,10 +143,6 @@ def _probs(name, images):
     logits = kdzoo.load(name).predict(images, batch_size=1000, verbose=0)
     p = np.exp(logits - logits.max(-1, keepdims=True))
     return p / p.sum(-1, keepdims=True)
-
-
-def _top1(probs, labels):
-    return 100 * float(np.mean(probs.argmax(-1) == labels))
 
 
 def report_sections(s, entries, configs, all_sections, evidence=EVIDENCE, data_dir=None,

@@ -68,13 +68,13 @@ def make_run():
 def export(command):
     """The trained teacher as a zoo card, its top-1 measured through kdzoo.load."""
     import keras
-    import numpy as np
 
     from kdzoo.zoo.card_writer import export_card
     from kdzoo.data import fashion_mnist
+    from kdzoo.evaluation import top1
     images, labels = fashion_mnist.load("test", FLAGS.data_dir)
-    evaluate = lambda m: 100 * float(np.mean(  # noqa: E731
-        m.predict(images.astype("float32"), batch_size=1000, verbose=0).argmax(-1) == labels))
+    evaluate = lambda m: top1(  # noqa: E731
+        m.predict(images.astype("float32"), batch_size=1000, verbose=0), labels)
     model = keras.saving.load_model(f"{FLAGS.workdir}/model.keras")
     return export_card(model, card_name(), dataset="fashion_mnist", stage="teacher",
                        produced_by=command, evaluate=evaluate,

@@ -153,14 +153,17 @@ def build_bit(depth, width, num_classes=1000, include_top=True, input_shape=(224
     return model
 
 
-def tiny_bit(num_classes, input_shape, head_zeroinit=False):
+def tiny_bit(num_classes=10, input_shape=(32, 32, 3), head_zeroinit=False, name="tiny_bit",
+             **kwargs):
     """A 1-unit-per-block, half-width BiT: the stand-in of recipes' ``--smoke`` runs.
 
     Not registered in the zoo (no paper, no weights); it has BiT's layer names
-    and stages, so every code path of a BiT run is exercised in seconds.
+    and stages, so every code path of a BiT run is exercised in seconds. The tests
+    build their tiny BiTs here too; ``kwargs`` (``include_top``, ``pooling``,
+    ``stem_pool_padding``) go to :func:`build_bit`.
     """
     return build_bit(50, 0.5, num_classes=num_classes, input_shape=input_shape,
-                     units=(1, 1, 1, 1), name="tiny_bit", head_zeroinit=head_zeroinit)
+                     units=(1, 1, 1, 1), name=name, head_zeroinit=head_zeroinit, **kwargs)
 
 
 def _register(depth, width):

@@ -17,14 +17,13 @@ from kdzoo.distill.self_distill.early_exit import EarlyExit
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.self_distill import SelfDistillation
 from kdzoo.zoo.registry import architectures
+from helpers import tiny_convnet
 
 
-def tiny(classes=5, size=16, name=None):
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
-    x = keras.layers.Conv2D(4, 3, strides=2, padding="same")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(classes)(x), name=name)
+def tiny(name=None):
+    """This file's convnet: one linear conv, Keras' default initialisers."""
+    return tiny_convnet(name=name, width=4, convs=1, relu=None,
+                        kernel_initializer="glorot_uniform")
 
 
 @pytest.fixture(scope="module")

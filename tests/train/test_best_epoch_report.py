@@ -6,6 +6,7 @@ import os
 import pytest
 
 from kdzoo.distill.self_distill.exit_reporting import ExitAccuracyReport, metrics_entries
+from helpers import tiny_cifar_resnet
 
 
 class _Fed:
@@ -62,18 +63,12 @@ def test_the_report_is_on_for_self_distillation_and_opt_in_for_other_models():
     assert callbacks_for(plain, type("Run", (), {"best_epoch_report": False})()) == []
 
 
-def _tiny_resnet():
-    from kdzoo.models.cifar_resnet import cifar_resnet
-    return cifar_resnet((1, 1, 1, 1), False, num_classes=10, input_shape=(28, 28, 1),
-                        base_width=4)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["self_distillation", "labels"])
 def test_a_runner_run_writes_best_and_last_epoch_into_metrics(tmp_path, method):
     import keras
     from kdzoo.train import SupervisedRun, run_supervised
-    run = SupervisedRun(dataset="fashion_mnist", model=_tiny_resnet,
+    run = SupervisedRun(dataset="fashion_mnist", model=tiny_cifar_resnet,
                         optimizer=lambda steps: keras.optimizers.SGD(0.05),
                         workdir=str(tmp_path), method=method, epochs=3, batch_size=10,
                         train_per_class=2, log_every_steps=1, crop="pad", verbose=0,

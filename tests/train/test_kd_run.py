@@ -7,11 +7,7 @@ import os
 import numpy as np
 import pytest
 
-
-def _tiny_resnet(width=4):
-    from kdzoo.models.cifar_resnet import cifar_resnet
-    return cifar_resnet((1, 1, 1, 1), False, num_classes=10, input_shape=(28, 28, 1),
-                        base_width=width)
+from helpers import tiny_cifar_resnet
 
 
 def _run(workdir, method, **kw):
@@ -20,7 +16,7 @@ def _run(workdir, method, **kw):
     import keras
     from kdzoo.train import SupervisedRun
     return SupervisedRun(dataset="fashion_mnist", workdir=str(workdir), method=method,
-                         model=functools.partial(_tiny_resnet, kw.pop("width", 2)),
+                         model=functools.partial(tiny_cifar_resnet, kw.pop("width", 2)),
                          optimizer=lambda steps: keras.optimizers.SGD(0.05), epochs=2,
                          batch_size=10, train_per_class=2, log_every_steps=2, crop="pad",
                          verbose=0, checkpoint_every_minutes=None, eval_batch_size=1000,
@@ -58,7 +54,7 @@ def test_a_kd_run_writes_what_a_baseline_run_writes_and_exports_the_student(tmp_
     assert on_disk["kd"]["method"] == "knowledge_distillation"
     # model.keras is the student alone (the tiny net's weights), scoring what metrics say.
     student = keras.saving.load_model(str(tmp_path / "kd" / "model.keras"))
-    assert student.count_params() == _tiny_resnet(2).count_params()
+    assert student.count_params() == tiny_cifar_resnet(2).count_params()
     x, y = fashion_mnist.load("test")
     top1 = float(np.mean(np.argmax(student.predict(x, batch_size=1000, verbose=0), -1) == y))
     assert top1 == pytest.approx(metrics["test"]["accuracy"], abs=1e-4)

@@ -14,15 +14,15 @@ from kdzoo.train import checkpointing
 from kdzoo.distill import FunMatchDistiller
 from kdzoo.data import stream as streams
 from kdzoo.train import make_schedule
+from helpers import tiny_convnet
 
 
 def tiny(name, seed, size=16, classes=5):
+    """This file's convnet (one valid-padded conv, [0, 1] rescaling), global seed ``seed``."""
     keras.utils.set_random_seed(seed)
-    x = keras.Input((size, size, 3))
-    y = keras.layers.Rescaling(1 / 255.0)(x)
-    y = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(y)
-    y = keras.layers.GlobalAveragePooling2D()(y)
-    return keras.Model(x, keras.layers.Dense(classes)(y), name=name)
+    return tiny_convnet(size, classes, name=name, width=4, convs=1, scale=1 / 255.0,
+                        offset=0.0, padding="valid", relu="fused",
+                        kernel_initializer="glorot_uniform")
 
 
 def smooth_images(n, size, seed=0):

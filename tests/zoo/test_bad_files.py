@@ -60,7 +60,7 @@ from kdzoo.distill import cache_teacher
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.funmatch.teacher_cache import _TRAILER
 from kdzoo.errors import CheckpointError, DownloadError
-from kdzoo.models.bit import build_bit
+from kdzoo.models.bit import tiny_bit
 
 TINY = "bit_tiny"              # a 1-unit-per-block, half-width BiT registered by the fixture
 TINY_CARD = "bit_tiny.test_ckpt"
@@ -119,7 +119,7 @@ def files_under(directory):
 
 # ----------------------------------------------------------------- fixtures ---
 def tiny_bit_builder(**kwargs):
-    return build_bit(50, 0.5, units=(1, 1, 1, 1), name=TINY, **kwargs)
+    return tiny_bit(name=TINY, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -523,8 +523,8 @@ HOSTILE_LOADER = r"""
 import json, resource, sys
 import kdzoo
 from kdzoo.zoo import registry
-from kdzoo.models.bit import build_bit
-builder = lambda **kw: build_bit(50, 0.5, units=(1, 1, 1, 1), name="bit_tiny", **kw)
+from kdzoo.models.bit import tiny_bit
+builder = lambda **kw: tiny_bit(name="bit_tiny", **kw)
 registry._ARCHITECTURES["bit_tiny"] = registry.Architecture(
     name="bit_tiny", builder=builder, input_size=32, num_classes=10, family="bit",
     description="a tiny BiT for tests")

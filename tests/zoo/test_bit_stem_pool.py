@@ -59,8 +59,7 @@ def test_an_unknown_padding_is_refused_by_name():
 
 
 def tiny(padding):
-    return bit.build_bit(50, 0.5, num_classes=5, units=(1, 1, 1, 1), input_shape=(32, 32, 3),
-                         stem_pool_padding=padding)
+    return bit.tiny_bit(5, (32, 32, 3), name=None, stem_pool_padding=padding)
 
 
 def test_neg_inf_bit_takes_zero_bit_weights_and_exports_to_plain_keras(tmp_path):

@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 import kdzoo
 from kdzoo.data import fashion_mnist
+from kdzoo.evaluation import top1
 from kdzoo.zoo import registry
 from kdzoo.zoo.preprocessing import parse_protocol
 
@@ -92,6 +93,23 @@ def test_evaluate_by_name_runs_the_cards_protocol_on_arrays(monkeypatch):
                                                        "bilinear")
     assert got["top1"] == pytest.approx(_top1(model, views, labels))
     assert got["top1"] != plain["top1"]  # the protocol is really applied, not just printed
+
+
+def test_top1_of_predictions_gives_the_figures_of_the_reports_hand_copies():
+    """The Fashion-MNIST reports' ``100 * mean(argmax(predict) == labels)`` copies are now
+    ``kdzoo.evaluation.top1``: the same value, to the bit, on a saved zoo model's logits."""
+    images, labels = fashion_mnist.load("test")
+    images, labels = images[:2000].astype("float32"), labels[:2000]
+    logits = kdzoo.load(FMNIST).predict(images, batch_size=1000, verbose=0)
+    hand = 100 * float(np.mean(np.argmax(logits, -1) == labels))  # the recipes' old line
+    assert top1(logits, labels) == hand and 50 < hand < 100  # a trained model, not 0 / 100
+    assert kdzoo.evaluate(FMNIST, (images, labels))["top1"] == pytest.approx(hand)
+    assert top1(logits, logits.argmax(-1)) == 100.0  # agreement of a model with itself
+    assert top1([[2.0, 1, 0], [0, 3, 1], [1, 0, 5], [4, 0, 1]], [0, 1, 2, 1]) == 75.0
+    with pytest.raises(ValueError, match=r"top1 needs logits \(N, C\) and N labels"):
+        top1(logits, labels[:-1])
+    with pytest.raises(ValueError, match="top1 needs logits"):
+        top1(logits.argmax(-1), labels)  # classes, not logits
 
 
 def _small_side_then_centre(image, short, crop):

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 import kdzoo
 from kdzoo.distill.self_distill.early_exit import to_tflite
-from kdzoo.models.bit import StandardizedConv2D, build_bit
+from kdzoo.models.bit import StandardizedConv2D, tiny_bit as smoke_bit
 from kdzoo.models.cifar_pyramidnet import cifar_pyramidnet
 from kdzoo.zoo.plain_keras import custom_layers
 
@@ -42,8 +42,7 @@ def randomize_batchnorm(model):
 
 def tiny_bit(size=32, classes=10):
     keras.utils.set_random_seed(1)
-    model = build_bit(50, 0.5, num_classes=classes, input_shape=(size, size, 3),
-                      units=(1, 1, 1, 1), name="tiny_bit")
+    model = smoke_bit(classes, (size, size, 3))
     # Kernels far from standardised (mean 0.3, std 2): folding must really change them.
     for layer in model.layers:
         if isinstance(layer, StandardizedConv2D):

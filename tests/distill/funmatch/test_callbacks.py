@@ -14,7 +14,7 @@ from keras import ops
 import kdzoo
 from kdzoo.callbacks import StudentCheckpoint
 from kdzoo.models.bit import build_bit
-from test_funmatch import smooth_images, tiny
+from helpers import smooth_images, tiny_convnet as tiny
 
 
 def _student_weights_each_epoch(student):

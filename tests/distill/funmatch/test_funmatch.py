@@ -21,67 +21,13 @@ from kdzoo.data import augment
 from kdzoo.distill import losses
 from kdzoo.distill.funmatch import FunMatchDistiller
 from kdzoo.distill.funmatch.views import ViewMaker
+from helpers import smooth_images, tiny_convnet as tiny, weights_of
 from reference.views import views_and_boxes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 # ---------------------------------------------------------------- helpers ---
-class Probe(keras.layers.Layer):
-    """Identity that remembers the last batch it saw (in a variable, so it works in graphs)."""
-
-    def __init__(self, shape, **kwargs):
-        super().__init__(**kwargs)
-        self.seen = self.add_weight(shape=shape, initializer="zeros", trainable=False,
-                                    name="seen")
-
-    def call(self, x):
-        self.seen.assign(ops.cast(x, "float32"))
-        return x
-
-
-class CallCounter(keras.layers.Layer):
-    """Identity that counts the images it was run on."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.count = self.add_weight(shape=(), initializer="zeros", trainable=False,
-                                     name="count")
-
-    def call(self, x):
-        self.count.assign_add(ops.cast(ops.shape(x)[0], "float32"))
-        return x
-
-
-def tiny(size=16, classes=5, channels=3, name=None, width=8, probe_batch=None,
-         counter=False, batchnorm=False, seed=None):
-    inputs = keras.Input((size, size, channels))
-    x = inputs
-    layers = {}
-    if probe_batch:
-        layers["probe"] = Probe((probe_batch, size, size, channels))
-        x = layers["probe"](x)
-    if counter:
-        layers["counter"] = CallCounter()
-        x = layers["counter"](x)
-    init = keras.initializers.GlorotUniform(seed=seed)
-    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)
-    x = keras.layers.Conv2D(width, 3, strides=2, padding="same", kernel_initializer=init)(x)
-    if batchnorm:
-        x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same",
-                            kernel_initializer=init)(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    if batchnorm:
-        x = keras.layers.Dropout(0.3)(x)
-    x = keras.layers.Dense(classes, kernel_initializer=init)(x)
-    model = keras.Model(inputs, x, name=name)
-    model.extra = layers
-    return model
-
-
 def fmnist_cnn(width, name):
     """A small Fashion-MNIST convnet (conv-pool-conv-pool-dense), ~5-20k parameters."""
     inputs = keras.Input((28, 28, 1))
@@ -97,14 +43,6 @@ def fmnist_cnn(width, name):
     return keras.Model(inputs, x, name=name)
 
 
-def smooth_images(n, size, channels=3, seed=0):
-    """Low-frequency random uint8 images (so resampling at two resolutions agrees)."""
-    rng = np.random.default_rng(seed)
-    small = rng.uniform(0, 255, (n, 5, 5, channels)).astype("float32")
-    big = tf.image.resize(small, [size, size], method="bicubic").numpy()
-    return np.clip(big.round(), 0, 255).astype("uint8")
-
-
 def noise_images(n, size, channels=3, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels),
                                                 dtype=np.uint8)
@@ -112,10 +50,6 @@ def noise_images(n, size, channels=3, seed=0):
 
 def batches(dataset, n):
     return [tf.nest.map_structure(lambda t: t.numpy(), b) for b in dataset.take(n)]
-
-
-def weights_of(model):
-    return [np.array(v.numpy()) for v in model.weights]
 
 
 # ------------------------------------------------------------- contract -----
@@ -577,8 +511,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    sys.path[:0] = [{tests!r}, {tests!r} + '/../..']  # test_funmatch, tests/reference
-    from test_funmatch import tiny, smooth_images, weights_of
+    sys.path[:0] = [{tests!r} + '/../..']  # tests/, for helpers
+    from helpers import tiny_convnet as tiny, smooth_images, weights_of
     from kdzoo.distill.funmatch import FunMatchDistiller
 
     imgs = smooth_images(16, 20)

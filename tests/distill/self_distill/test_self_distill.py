@@ -11,14 +11,13 @@ import keras
 from kdzoo.distill.self_distill import early_exit as ee
 from kdzoo.distill.self_distill import exit_calibration as calib
 from kdzoo.distill.self_distill import SelfDistillation, self_distillation_terms
-from kdzoo.zoo.registry import architectures
+from helpers import tiny_cifar_resnet
 
 
-def tiny_backbone(num_classes=10, channels=3, base_width=4):
-    # kdzoo.load("cifar_resnet18", ...) once kdzoo.load exists.
-    return architectures()["cifar_resnet18"].builder(
-        num_classes=num_classes, include_top=True, input_shape=(32, 32, channels),
-        pooling=None, base_width=base_width)
+def tiny_backbone(channels=3, base_width=4):
+    """The zoo's cifar_resnet18 (2 units per section, 32 px) at ``base_width``."""
+    return tiny_cifar_resnet(base_width, blocks=(2, 2, 2, 2), input_shape=(32, 32, channels),
+                             name="cifar_resnet18")
 
 
 @pytest.fixture(scope="module")
