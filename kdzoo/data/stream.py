@@ -197,7 +197,7 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
     """The view stream of :meth:`FunMatchDistiller.make_train_dataset` (see there).
 
     ``fixed_targets``: for ``fix/*``, ``fn(N) -> array [N, ...]`` of per-image
-    targets (:func:`kdzoo.distill.funmatch.targets.fixed_targets_for`), zipped with image
+    targets (:meth:`kdzoo.distill.funmatch.targets.TargetSource.fixed_for`), zipped with image
     ``i`` before shuffling. Returns ``(batches, StreamInfo)``.
     """
     if batch_size < 1:

@@ -223,13 +223,26 @@ class CheckedInputs:
 
     def fit(self, x=None, y=None, *args, stop_on_non_finite_loss=True, **kwargs):
         where = f"{type(self).__name__}.fit"
-        x, y = checked_inputs(x, y, self.num_classes, where)
+        x, y = self._checked_fit_data(x, y, where)
         kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
         if kwargs.get("validation_data") is not None:
             kwargs["validation_data"] = checked_validation(
                 kwargs["validation_data"], self.num_classes, f"{where}(validation_data)")
+        x, y, args, kwargs = self._fit_arguments(x, y, args, kwargs)
         with input_errors():
             return super().fit(x, y, *args, **kwargs)
+
+    def _checked_fit_data(self, x, y, where):
+        """The train ``(x, y)``, checked (a model that renders its own views overrides it)."""
+        return checked_inputs(x, y, self.num_classes, where)
+
+    def _fit_arguments(self, x, y, args, kwargs):
+        """``(x, y, args, kwargs)`` for ``keras.Model.fit``, once the guards are in place.
+
+        A hook for a model whose ``fit`` turns its inputs into another stream (e.g.
+        ``FunMatchDistiller``'s views) after the callbacks and validation data are guarded.
+        """
+        return x, y, args, kwargs
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         x, y = checked_inputs(x, y, self.num_classes, f"{type(self).__name__}.evaluate")

@@ -47,13 +47,10 @@ for the format and the checks.
 
 import functools
 
-import keras
 import tensorflow as tf
 
 from kdzoo.data import stream
-from kdzoo.distill.funmatch import targets
-from kdzoo.distill._checks import (arrays_dataset, checked_validation, guard_callbacks,
-                                   input_errors)
+from kdzoo.distill._checks import arrays_dataset
 from kdzoo.distill.funmatch.views import check_number
 
 _AUTOTUNE = tf.data.AUTOTUNE
@@ -101,6 +98,30 @@ def eval_views(image, sizes, resize_small):
 class FunMatchData:
     """Train stream, fixed targets, teacher caches, eval datasets and ``fit``."""
 
+    # -- targets (held by self.target_source, a TargetSource) -------------------
+    @property
+    def teacher_cache(self):
+        """The teacher cache in use (read-only: set it with :meth:`use_teacher_cache`)."""
+        return self.target_source.cache
+
+    @property
+    def fixed_targets(self):
+        """``fix/*``: the float32 ``[N, num_classes]`` targets (see ``prepare_targets``)."""
+        return self.target_source.fixed_targets
+
+    @fixed_targets.setter
+    def fixed_targets(self, value):
+        self.target_source.fixed_targets = value
+
+    @property
+    def fixed_targets_source(self):
+        """The images object ``fixed_targets`` were computed from."""
+        return self.target_source.fixed_targets_source
+
+    @fixed_targets_source.setter
+    def fixed_targets_source(self, value):
+        self.target_source.fixed_targets_source = value
+
     def use_teacher_cache(self, cache, verify=True):
         """Train from a teacher-output cache (:mod:`kdzoo.distill.funmatch.teacher_cache`).
 
@@ -113,7 +134,7 @@ class FunMatchData:
         train batches carry ``"targets"`` read from it and ``train_step``
         never runs the teacher (evaluation still does). Returns the cache.
         """
-        return targets.use_cache(self, cache, verify)
+        return self.target_source.use_cache(cache, verify)
 
     # -- data -------------------------------------------------------------------
     def prepare_targets(self, images, batch_size=64):
@@ -128,7 +149,7 @@ class FunMatchData:
         whatever ``ensemble_crops`` is (:mod:`kdzoo.distill.funmatch.fixed_targets`).
         The teacher runs here and nowhere else in ``fix/*`` training.
         """
-        return targets.compute_fixed_targets(self, images, batch_size)
+        return self.target_source.compute_fixed(images, batch_size)
 
     def make_train_dataset(self, images, batch_size=32, initial_epoch=0, shuffle=True,
                            num_images=None, initial_step=None, steps_per_epoch=None):
@@ -155,14 +176,12 @@ class FunMatchData:
         unknown cardinality is counted (read through once) only for ``fix/*``,
         otherwise N stays unknown and ``fit`` needs ``steps_per_epoch``.
         """
-        fixed = (functools.partial(targets.fixed_targets_for, self, images)
+        fixed = (functools.partial(self.target_source.fixed_for, images)
                  if self.views.fixed else None)
         out, info = stream.funmatch_stream(self, images, int(batch_size), initial_epoch,
                                            shuffle, num_images, initial_step, steps_per_epoch,
                                            fixed_targets=fixed)
-        if self.teacher_cache is not None:  # cached teacher outputs replace the teacher
-            out = targets.with_cached_targets(self.teacher_cache, out, self.temperature, info,
-                                              images)
+        out = self.target_source.with_cache(out, info, images)  # cached outputs, if any
         n = info.num_images
         self.train_steps_per_epoch = None if n is None else n // int(batch_size)
         return out
@@ -209,12 +228,24 @@ class FunMatchData:
         from :meth:`make_train_dataset` is used as is. A NaN/Inf loss stops
         training with :class:`kdzoo.train.checkpointing.NonFiniteLossError` naming the
         epoch and step, before any callback can save the broken weights;
-        ``stop_on_non_finite_loss=False`` turns that off.
+        ``stop_on_non_finite_loss=False`` turns that off. The guards (callbacks,
+        ``validation_data``, input errors) are ``CheckedInputs.fit``'s; the views
+        are built in :meth:`_fit_arguments`.
         """
-        kwargs["callbacks"] = guard_callbacks(kwargs.get("callbacks"), stop_on_non_finite_loss)
-        if kwargs.get("validation_data") is not None:
-            kwargs["validation_data"] = checked_validation(
-                kwargs["validation_data"], self.num_classes, "FunMatchDistiller.fit(validation_data)")
+        return super().fit(x, y, batch_size=batch_size, epochs=epochs,
+                           steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                           stop_on_non_finite_loss=stop_on_non_finite_loss, **kwargs)
+
+    def _checked_fit_data(self, x, y, where):
+        # Raw images are checked where they become views (kdzoo.data.stream); labels
+        # are not used, so they are not checked either (only warned about).
+        return x, y
+
+    def _fit_arguments(self, x, y, args, kwargs):
+        """Raw images -> the view stream, the steps per epoch and the cache's range checks."""
+        batch_size = kwargs.pop("batch_size")
+        epochs, initial_epoch = kwargs.pop("epochs"), kwargs.pop("initial_epoch")
+        steps_per_epoch = kwargs.pop("steps_per_epoch")
         if kwargs.get("validation_split"):
             raise ValueError("validation_split is not supported; pass validation_data.")
         if x is None:
@@ -245,6 +276,6 @@ class FunMatchData:
             else:
                 cache.check_steps(initial_epoch * steps_per_epoch, epochs * steps_per_epoch)
         kwargs["shuffle"] = False  # the view pipeline shuffles, seeded, per epoch
-        with input_errors():  # keras.Model.fit: the checks above replace CheckedInputs.fit's
-            return keras.Model.fit(self, x, None, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                                   initial_epoch=initial_epoch, **kwargs)
+        kwargs.update(epochs=epochs, steps_per_epoch=steps_per_epoch,
+                      initial_epoch=initial_epoch)
+        return x, None, args, kwargs

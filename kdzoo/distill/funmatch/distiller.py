@@ -35,7 +35,7 @@ from kdzoo.distill import losses
 from kdzoo.distill._checks import CheckedInputs, check_outputs_logits
 from kdzoo.distill.funmatch.data import FunMatchData
 from kdzoo.optim.gradients import apply_with_global_clip
-from kdzoo.distill.funmatch.targets import batch_targets
+from kdzoo.distill.funmatch.targets import TargetSource
 from kdzoo.distill.funmatch.views import (VARIANTS, ViewMaker, check_number, check_size,
                                           check_variant)
 
@@ -158,17 +158,14 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
             crop_fraction=crop_fraction, inception_area_range=inception_area_range,
             mixup_alpha=mixup_alpha, ensemble_crops=ensemble_crops,
             eval_crop_fraction=eval_crop_fraction, antialias=antialias)
-        self.fixed_targets = None          # fix/*: float32 [N, num_classes]
-        self.fixed_targets_source = None   # the object they were computed from
-        self._fixed_targets_temperature = None
+        # Online teacher, fixed targets or teacher cache: the one owner of that state.
+        self.target_source = TargetSource(self)
         self.train_steps_per_epoch = None  # set by make_train_dataset
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.agreement_tracker = keras.metrics.Mean(name="agreement")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         self.teacher_accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="teacher_accuracy")
-        self._teacher_fn = None
-        self.teacher_cache = None  # a TeacherCache: see use_teacher_cache
         self.built = True
 
     # -- configuration ----------------------------------------------------------
@@ -282,7 +279,7 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
                 "FunMatchDistiller.train_step expects batches of views made by "
                 "make_train_dataset(); pass raw images to fit() and it builds them, or "
                 "call d.make_train_dataset(images, batch_size) yourself.")
-        return self.student_update(data["student"], batch_targets(self, data))
+        return self.student_update(data["student"], self.target_source.batch_targets(data))
 
     def student_update(self, student_view, targets):
         """One optimizer step of the student towards ``targets``; the step's logs."""
@@ -370,5 +367,3 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
         images = data[0] if isinstance(data, (tuple, list)) else data
         student_view, _ = self._eval_views(images)
         return self.student(student_view, training=False)
-
-    # -- teacher-output cache -------------------------------------------------------

@@ -1,20 +1,27 @@
-"""Where a FunMatch student's targets come from: the online teacher, fixed targets, a cache.
+"""Where a FunMatch student's targets come from: :class:`TargetSource`.
 
-One contract for all three: a train batch either carries ``"targets"`` (tempered
-teacher probabilities ``[B, K]``, or ``[B, M, K]`` for ``M`` teachers) or it does
-not, and then :func:`batch_targets` runs the teacher on the batch's teacher view.
+A :class:`~kdzoo.distill.funmatch.FunMatchDistiller` owns one ``TargetSource``
+(``d.target_source``), and only it holds the state of the choice: the traced
+teacher function, the fixed targets with the images and temperature they were
+computed for, and the teacher cache in use. Nothing else writes it, so the
+distiller's attributes are never changed from outside (issue 26).
 
-* **Online** (``same/*``, ``ind/*``, ``funmatch``): the teacher runs in every
+One contract for all three modes: a train batch either carries ``"targets"``
+(tempered teacher probabilities ``[B, K]``, or ``[B, M, K]`` for ``M`` teachers)
+or it does not, and then :meth:`TargetSource.batch_targets` runs the teacher on
+the batch's teacher view.
+
+* **online** (``same/*``, ``ind/*``, ``funmatch``): the teacher runs in every
   train step on the view the variant gives it.
-* **Fixed** (``fix/*``): the teacher runs once per training image, before
-  training (:func:`compute_fixed_targets`; the bounded-memory crop streaming is
-  :mod:`kdzoo.distill.funmatch.fixed_targets`); :func:`fixed_targets_for` reuses them while
-  the same images and temperature are trained on, and the stream zips row ``i``
-  with image ``i`` before shuffling.
-* **Cached** (the per-view variants, teacher run ahead of time by
-  :func:`kdzoo.distill.cache_teacher`): :func:`use_cache` checks that a cache file
-  fits the distiller, and :func:`with_cached_targets` zips its targets into the
-  stream, in order.
+* **fixed** (``fix/*``): the teacher runs once per training image, before
+  training (:meth:`TargetSource.compute_fixed`; the bounded-memory crop streaming
+  is :mod:`kdzoo.distill.funmatch.fixed_targets`); :meth:`TargetSource.fixed_for`
+  reuses them while the same images and temperature are trained on, and the
+  stream zips row ``i`` with image ``i`` before shuffling.
+* **cache** (the per-view variants, teacher run ahead of time by
+  :func:`kdzoo.distill.cache_teacher`): :meth:`TargetSource.use_cache` checks that
+  a cache file fits the distiller, and :func:`with_cached_targets` zips its
+  targets into the stream, in order.
 
 Keeping the choice here lets :mod:`kdzoo.distill.funmatch.teacher_cache` be only the file
 format, and :mod:`kdzoo.data.stream` only the order of images.
@@ -28,71 +35,102 @@ from kdzoo.distill.funmatch.fingerprint import architecture_fingerprint, weights
 from kdzoo.distill.funmatch.views import check_number
 from kdzoo.errors import CheckpointError
 
-__all__ = ["batch_targets", "compute_fixed_targets", "fixed_targets_for", "use_cache",
-           "with_cached_targets", "check_cache_fits"]
+__all__ = ["TargetSource", "with_cached_targets", "check_cache_fits"]
 
 
-def batch_targets(distiller, batch):
-    """The targets of one train batch: the batch's own (fixed, cached) or the teacher's."""
-    if "targets" in batch:
-        return ops.cast(batch["targets"], "float32")
-    return distiller.teacher_member_probs(batch.get("teacher", batch["student"]))
+class TargetSource:
+    """The targets of one distiller: online teacher, fixed targets or a teacher cache.
 
+    ``distiller``: the owner, read (teachers, views, temperature) but never written.
+    ``mode`` is ``"fixed"`` for the ``fix/*`` variants, else ``"cache"`` while a
+    teacher cache is in use and ``"online"`` otherwise.
+    """
 
-# -- fixed ------------------------------------------------------------------------
-def compute_fixed_targets(distiller, images, batch_size=64):
-    """The body of :meth:`FunMatchDistiller.prepare_targets` (see there)."""
-    from kdzoo.distill.funmatch.fixed_targets import compute_fixed_targets as compute
+    def __init__(self, distiller):
+        self._owner = distiller
+        self._teacher_fn = None
+        self.fixed_targets = None          # fix/*: float32 [N, num_classes]
+        self.fixed_targets_source = None   # the object they were computed from
+        self._fixed_temperature = None
+        self._cache = None                 # a TeacherCache: see use_cache
 
-    if not distiller.views.fixed:
-        raise ValueError(f"Variant {distiller.variant!r} has no fixed targets; only "
-                         "fix/rs, fix/cc and fix/ic_ens do.")
-    batch_size = int(check_number(batch_size, "batch_size", minimum=1,
-                                  hint=" It is the teacher's batch in views."))
-    dataset = stream.image_dataset(images, distiller.channels, distiller.image_size)
-    n = stream.count(dataset)
-    if n is None:
-        raise ValueError(f"{distiller.variant} needs a finite train dataset: its targets "
-                         "are computed once per image.")
-    targets = compute(lambda v: ops.convert_to_numpy(_teacher_fn(distiller)(v)),
-                      distiller.views, dataset, n, batch_size)
-    distiller.fixed_targets = targets
-    distiller.fixed_targets_source = images
-    distiller._fixed_targets_temperature = distiller.temperature
-    return targets
+    @property
+    def mode(self):
+        if self._owner.views.fixed:
+            return "fixed"
+        return "online" if self._cache is None else "cache"
 
+    @property
+    def cache(self):
+        """The :class:`~kdzoo.distill.funmatch.teacher_cache.TeacherCache` in use, or None."""
+        return self._cache
 
-def _teacher_fn(distiller):
-    """The teacher's tempered member probabilities as one traced function, kept."""
-    if distiller._teacher_fn is None:
-        distiller._teacher_fn = tf.function(distiller.teacher_member_probs,
-                                            reduce_retracing=True)
-    return distiller._teacher_fn
+    def batch_targets(self, batch):
+        """The targets of one train batch: the batch's own (fixed, cached) or the teacher's."""
+        if "targets" in batch:
+            return ops.cast(batch["targets"], "float32")
+        return self._owner.teacher_member_probs(batch.get("teacher", batch["student"]))
 
+    # -- fixed ----------------------------------------------------------------------
+    def compute_fixed(self, images, batch_size=64):
+        """The body of :meth:`FunMatchDistiller.prepare_targets` (see there)."""
+        from kdzoo.distill.funmatch.fixed_targets import compute_fixed_targets as compute
 
-def fixed_targets_for(distiller, images, n):
-    """The fixed targets of ``images`` (N = ``n``): the stored ones if they still fit, else new."""
-    stale = (distiller.fixed_targets is None or distiller.fixed_targets_source is not images
-             or distiller._fixed_targets_temperature != distiller.temperature
-             or len(distiller.fixed_targets) != n)
-    if stale:
-        distiller.prepare_targets(images)
-    return distiller.fixed_targets
+        d = self._owner
+        if not d.views.fixed:
+            raise ValueError(f"Variant {d.variant!r} has no fixed targets; only "
+                             "fix/rs, fix/cc and fix/ic_ens do.")
+        batch_size = int(check_number(batch_size, "batch_size", minimum=1,
+                                      hint=" It is the teacher's batch in views."))
+        dataset = stream.image_dataset(images, d.channels, d.image_size)
+        n = stream.count(dataset)
+        if n is None:
+            raise ValueError(f"{d.variant} needs a finite train dataset: its targets "
+                             "are computed once per image.")
+        teacher_fn = self._traced_teacher()
+        targets = compute(lambda v: ops.convert_to_numpy(teacher_fn(v)), d.views, dataset, n,
+                          batch_size)
+        self.fixed_targets = targets
+        self.fixed_targets_source = images
+        self._fixed_temperature = d.temperature
+        return targets
 
+    def _traced_teacher(self):
+        """The teacher's tempered member probabilities as one traced function, kept."""
+        if self._teacher_fn is None:
+            self._teacher_fn = tf.function(self._owner.teacher_member_probs,
+                                           reduce_retracing=True)
+        return self._teacher_fn
 
-# -- cached -----------------------------------------------------------------------
-def use_cache(distiller, cache, verify=True):
-    """The body of :meth:`FunMatchDistiller.use_teacher_cache` (see there)."""
-    from kdzoo.distill.funmatch.teacher_cache import TeacherCache, open_teacher_cache
+    def fixed_for(self, images, n):
+        """The fixed targets of ``images`` (N = ``n``): the stored ones if they still fit, else new."""
+        d = self._owner
+        stale = (self.fixed_targets is None or self.fixed_targets_source is not images
+                 or self._fixed_temperature != d.temperature
+                 or len(self.fixed_targets) != n)
+        if stale:
+            d.prepare_targets(images)  # the public method: a subclass may override it
+        return self.fixed_targets
 
-    if cache is None:
-        distiller.teacher_cache = None
-        return None
-    if not isinstance(cache, TeacherCache):
-        cache = open_teacher_cache(cache, verify=verify)
-    check_cache_fits(cache, distiller)
-    distiller.teacher_cache = cache
-    return cache
+    # -- cached ---------------------------------------------------------------------
+    def use_cache(self, cache, verify=True):
+        """The body of :meth:`FunMatchDistiller.use_teacher_cache` (see there)."""
+        from kdzoo.distill.funmatch.teacher_cache import TeacherCache, open_teacher_cache
+
+        if cache is None:
+            self._cache = None
+            return None
+        if not isinstance(cache, TeacherCache):
+            cache = open_teacher_cache(cache, verify=verify)
+        check_cache_fits(cache, self._owner)
+        self._cache = cache
+        return cache
+
+    def with_cache(self, batches, info, images):
+        """``batches`` with the cache's targets zipped in, if a cache is in use."""
+        if self._cache is None:
+            return batches
+        return with_cached_targets(self._cache, batches, self._owner.temperature, info, images)
 
 
 def check_cache_fits(cache, distiller):
