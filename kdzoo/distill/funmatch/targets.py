@@ -96,11 +96,16 @@ class TargetSource:
         return targets
 
     def _traced_teacher(self):
-        """The teacher's tempered member probabilities as one traced function, kept."""
-        if self._teacher_fn is None:
-            self._teacher_fn = tf.function(self._owner.teacher_member_probs,
-                                           reduce_retracing=True)
-        return self._teacher_fn
+        """The teacher's tempered member probabilities as one traced function, kept per T.
+
+        The trace reads the temperature as a constant, so a changed ``temperature``
+        needs a new trace (else ``fixed_for`` would recompute at the old T).
+        """
+        temperature = self._owner.temperature
+        if self._teacher_fn is None or self._teacher_fn[0] != temperature:
+            self._teacher_fn = (temperature, tf.function(self._owner.teacher_member_probs,
+                                                         reduce_retracing=True))
+        return self._teacher_fn[1]
 
     def fixed_for(self, images, n):
         """The fixed targets of ``images`` (N = ``n``): the stored ones if they still fit, else new."""

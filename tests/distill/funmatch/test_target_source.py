@@ -45,6 +45,21 @@ def test_the_distiller_keeps_its_targets_in_one_source_only():
     assert d.fixed_targets is not first
 
 
+def test_fixed_targets_follow_a_changed_temperature():
+    """Recomputed targets are at the new T: those of a distiller built with it."""
+    teacher, imgs = tiny(), noise()
+    d = FunMatchDistiller(teacher, tiny(), variant="fix/rs", image_size=16)
+    at_one = d.prepare_targets(imgs, batch_size=8)
+    d.temperature = 4.0
+    at_four = d.prepare_targets(imgs, batch_size=8)
+    fresh = FunMatchDistiller(teacher, tiny(), variant="fix/rs", image_size=16,
+                              temperature=4.0).prepare_targets(imgs, batch_size=8)
+    np.testing.assert_allclose(at_four, fresh, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(at_four, at_one)
+    # A higher temperature flattens every row towards uniform.
+    assert np.all(at_four.max(axis=1) < at_one.max(axis=1))
+
+
 def test_teacher_cache_is_set_only_through_use_teacher_cache(tmp_path):
     d = distiller("same/ic")
     assert d.target_source.mode == "online" and d.teacher_cache is None
