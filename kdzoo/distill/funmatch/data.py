@@ -70,7 +70,8 @@ def _warn_if_labels(x, y):
     spec = x.element_spec if isinstance(x, tf.data.Dataset) else None
     dataset_labels = isinstance(spec, (tuple, list)) and len(spec) > 1
     if y is not None or dataset_labels:
-        warnings.warn(_LABELS_IGNORED, UserWarning, stacklevel=3)
+        # fit -> CheckedInputs.fit -> _fit_arguments -> here: point at fit's caller.
+        warnings.warn(_LABELS_IGNORED, UserWarning, stacklevel=5)
 
 
 def _eval_source(data):

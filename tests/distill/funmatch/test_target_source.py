@@ -3,6 +3,8 @@
 Tiny models, 20 px noise images, a handful of steps.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -108,3 +110,14 @@ def test_fit_errors_name_the_argument():
     d.train_steps_per_epoch = None
     with pytest.raises(ValueError, match="endless: pass steps_per_epoch"):
         d.fit(endless, verbose=0)
+
+
+def test_the_labels_warning_points_at_the_callers_line():
+    """Warnings are shown once per location: it must be the user's fit call, not kdzoo's."""
+    d = distiller("same/ic")
+    imgs = noise()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        d.fit(imgs, np.zeros(16, np.int64), batch_size=8, verbose=0)
+    [w] = [w for w in caught if "ignores labels" in str(w.message)]
+    assert w.filename == __file__
