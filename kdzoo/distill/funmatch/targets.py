@@ -108,7 +108,7 @@ class TargetSource:
         return self._teacher_fn[1]
 
     def fixed_for(self, images, n):
-        """The fixed targets of ``images`` (N = ``n``): the stored ones if they still fit, else new."""
+        """The fixed targets of ``images`` (N = ``n``): the stored ones if they fit, else new."""
         d = self._owner
         stale = (self.fixed_targets is None or self.fixed_targets_source is not images
                  or self._fixed_temperature != d.temperature
