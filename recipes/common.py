@@ -12,7 +12,6 @@ import sys
 
 from absl import flags
 
-from kdzoo.train.recipe import SMOKE_EXAMPLES, maybe_mock_data  # noqa: F401  (for the recipes)
 
 FLAGS = flags.FLAGS
 

@@ -3,10 +3,11 @@
 Why here: a recipe file is a config (dataset, the paper's teacher, presets); the
 code that turns options into runs is the same for every dataset and belongs to
 the library, where it is tested once: the ``--smoke`` substitution (tiny BiTs on
-``tfds.testing.mock_data``), ``--dry_run``, the data check before any download,
-and the grid loop with its summary. ``options`` is any object with the
-recipes' option names as attributes (absl's ``FLAGS`` in the recipes); nothing
-here parses a command line.
+``tfds.testing.mock_data``; its values all in one place,
+:func:`kdzoo.train.recipe_config.smoke_overrides`), ``--dry_run``, the data check
+before any download, and the grid loop with its summary. ``options`` is any object
+with the recipes' option names as attributes (absl's ``FLAGS`` in the recipes);
+nothing here parses a command line.
 """
 
 import contextlib
@@ -17,9 +18,7 @@ import os
 
 from kdzoo.errors import RecipeError
 from kdzoo.train.recipe_checks import check_model_flag, dry_run_params, smoke_substitution
-
-SMOKE_EXAMPLES = 8  # per split under --smoke: two steps of batch 4
-SMOKE_STEPS = 2     # under --smoke a log / checkpoint interval is one pass over the data
+from kdzoo.train.recipe_config import RUN_DEFAULTS, SMOKE_EXAMPLES, resolve
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,11 +71,17 @@ def teacher_loader(name_or_path, default):
     return functools.partial(kdzoo.load, value)
 
 
+_STEP_KEYS = ("log_every_steps", "checkpoint_every_steps")
+
+
 def run_flags(options, smoke):
     """The step / checkpoint fields of a run, from the options."""
-    return dict(log_every_steps=options.log_every_steps or (SMOKE_STEPS if smoke else 500),
-                checkpoint_every_steps=options.checkpoint_every_steps
-                or (SMOKE_STEPS if smoke else 5000),
+    return _run_flags(options, resolve({k: RUN_DEFAULTS[k] for k in _STEP_KEYS}, options, smoke))
+
+
+def _run_flags(options, settings):
+    """The step / checkpoint fields of a run, from its resolved ``settings``."""
+    return dict({k: settings[k] for k in _STEP_KEYS},
                 checkpoint_every_minutes=options.checkpoint_every_minutes,
                 keep_checkpoints=options.keep_checkpoints)
 
@@ -87,62 +92,75 @@ def print_plan(run, **names):
     print(json.dumps(dict(plan(run)[1], **names), sort_keys=True))
 
 
-def _models(recipe, spec, options, size, teacher_size):
-    """(teacher, student, teacher size): the recipe's, or tiny BiTs under --smoke."""
+def _models(recipe, spec, options, s):
+    """(teacher, student) at the resolved sizes: the recipe's, or tiny BiTs under --smoke
+    (the one place a smoke run builds other models, and says so)."""
     from kdzoo.models.bit import tiny_bit
+    size = s["image_size"]
     if options.smoke:
         smoke_substitution(recipe, options)
-        teacher_shape = ((48 if teacher_size else size),) * 2 + (3,)
+        teacher_shape = ((s["teacher_image_size"] or size),) * 2 + (3,)
         return (functools.partial(tiny_bit, spec.num_classes, teacher_shape),
                 functools.partial(tiny_bit, spec.num_classes, (size, size, 3),
-                                  head_zeroinit=True), teacher_size and 48)
-    student = functools.partial(load_student, options.student, options.student_init,
+                                  head_zeroinit=True))
+    student = functools.partial(load_student, s["student"], s["student_init"],
                                 num_classes=spec.num_classes, input_shape=(size, size, 3))
-    return teacher_loader(options.teacher, _teacher_card(recipe, options)), student, teacher_size
+    return teacher_loader(s["teacher"], _teacher_card(recipe, options)), student
 
 
 def _teacher_card(recipe, options):
     return recipe.presets[options.preset].get("teacher", recipe.teacher)
 
 
-def funmatch_base(recipe, options):
-    """The :class:`kdzoo.train.FunMatchRun` fields of a recipe run (all but workdir/params)."""
+def funmatch_settings(recipe, options):
+    """A FunMatch recipe run's resolved settings: the preset's (and the flags'), with
+    :func:`smoke_overrides` in their place under ``--smoke``. The model flags are checked
+    against the zoo first, also under ``--smoke`` and ``--dry_run``."""
     from kdzoo.data import get_spec
     check_model_flag("student", options.student,
                      needs_weights=options.student_init == "pretrained")
     check_model_flag("teacher", options.teacher, needs_weights=True)
-    spec, preset, smoke = get_spec(recipe.dataset), dict(recipe.presets[options.preset]), \
-        options.smoke
-    size = 32 if smoke else preset.get("image_size", spec.input_size)
-    teacher_size = options.teacher_image_size or preset.get("teacher_image_size") or None
-    teacher, student, teacher_size = _models(recipe, spec, options, size, teacher_size)
+    spec, preset = get_spec(recipe.dataset), recipe.presets[options.preset]
+    return resolve(dict(
+        RUN_DEFAULTS, teacher=options.teacher or _teacher_card(recipe, options),
+        student=options.student, student_init=options.student_init,
+        image_size=preset.get("image_size", spec.input_size),
+        teacher_image_size=options.teacher_image_size or preset.get("teacher_image_size") or None,
+        epochs=preset["epochs"], batch_size=preset.get("batch_size", 512),
+        warmup_steps=preset.get("warmup_steps", 1500), eval_batch_size=256),
+        options, options.smoke, "funmatch")
+
+
+def funmatch_base(recipe, options, settings=None):
+    """The :class:`kdzoo.train.FunMatchRun` fields of a recipe run (all but workdir/params),
+    from its :func:`funmatch_settings` (resolved here unless given)."""
+    from kdzoo.data import get_spec
+    s = settings or funmatch_settings(recipe, options)
+    spec, preset = get_spec(recipe.dataset), recipe.presets[options.preset]
+    teacher, student = _models(recipe, spec, options, s)
     source = options.distill_dataset or recipe.dataset
     return dict(
         dataset=recipe.dataset, teacher=teacher, student=student, variant=options.variant,
         temperature=preset["temperature"], lr=preset["lr"], weight_decay=preset["weight_decay"],
-        epochs=options.epochs or (1 if smoke else preset["epochs"]),
-        batch_size=options.batch_size or (4 if smoke else preset.get("batch_size", 512)),
-        warmup_steps=2 if smoke else preset.get("warmup_steps", 1500),
-        image_size=size, teacher_image_size=teacher_size,
+        epochs=s["epochs"], batch_size=s["batch_size"], warmup_steps=s["warmup_steps"],
+        image_size=s["image_size"], teacher_image_size=s["teacher_image_size"],
         distill_dataset=None if source == recipe.dataset else source,
         data_dir=options.data_dir, strategy=options.strategy,
         mixed_precision=options.mixed_precision, jit_compile=options.xla, seed=options.seed,
-        deterministic=options.deterministic,
-        num_train_examples=SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 256, verbose=2 if smoke else "auto",
-        overwrite=options.overwrite, **run_flags(options, smoke))
+        deterministic=options.deterministic, num_train_examples=s["num_train_examples"],
+        eval_batch_size=s["eval_batch_size"], verbose=s["verbose"],
+        overwrite=options.overwrite, **_run_flags(options, s))
 
 
-def _dry_run(recipe, options, base):
+def _dry_run(options, base, s):
     """The plan, with the hyper-parameters of the preset or of the ``--grid_index`` point."""
     from kdzoo.train import grid as grids
     from kdzoo.train import FunMatchRun
-    smoke, params = options.smoke, dry_run_params(base, options, grids.FUNMATCH_GRID)
+    params = dry_run_params(base, options, grids.FUNMATCH_GRID)
     point = {k: params[k] for k in grids.FUNMATCH_GRID if options.grid_index is not None}
     print_plan(FunMatchRun(workdir=options.workdir, **dict(base, **point)), **params,
-               teacher="tiny_bit" if smoke else (options.teacher or _teacher_card(recipe, options)),
-               student="tiny_bit" if smoke else options.student,
-               student_init=None if smoke else options.student_init, variant=options.variant)
+               teacher=s["teacher"], student=s["student"], student_init=s["student_init"],
+               variant=options.variant)
 
 
 def _require_data(recipe, options):
@@ -229,12 +247,13 @@ def _grid(options, base):
 
 def run_funmatch_recipe(recipe, options):
     """Everything ``python recipes/<dataset>.py [options]`` does."""
-    base = funmatch_base(recipe, options)
+    settings = funmatch_settings(recipe, options)
+    base = funmatch_base(recipe, options, settings)
     if options.dry_run:
-        return _dry_run(recipe, options, base)
-    if not options.smoke:
+        return _dry_run(options, base, settings)
+    if settings["require_data"]:
         _require_data(recipe, options)
-    with maybe_mock_data(options.smoke):
+    with maybe_mock_data(settings["mock_data"]):
         if options.grid or options.grid_index is not None:  # --grid_index implies --grid
             return _grid(options, base)
         return _one_run(recipe, options, base)
@@ -266,18 +285,17 @@ def self_distill_run(recipe, options):
     import kdzoo
     from kdzoo.data import get_spec
     from kdzoo.train import SupervisedRun
-    spec, smoke = get_spec(recipe.dataset), options.smoke
-    size = recipe.image_size
-    arch = "fmnist_cnn_w16" if smoke else options.arch  # same stage layout, at 32x32x3
-    model = functools.partial(kdzoo.load, arch, weights=None, num_classes=spec.num_classes,
-                              **({"input_shape": (size, size, 3)} if smoke else {}))
-    epochs = options.epochs or (1 if smoke else recipe.epochs)
+    spec, size = get_spec(recipe.dataset), recipe.image_size
+    s = self_distill_settings(recipe, options)
+    model = functools.partial(kdzoo.load, s["student"], weights=None,
+                              num_classes=spec.num_classes, **s["student_kwargs"])
+    epochs = s["epochs"]
     train_split = None if options.minival else "train"  # all 50,000 unless --minival
     return SupervisedRun(
         dataset=recipe.dataset, model=model, train_split=train_split,
         optimizer=functools.partial(_official_sgd, options.lr, options.weight_decay, epochs),
         workdir=options.workdir, method="labels" if options.mode == "plain" else options.mode,
-        epochs=epochs, batch_size=options.batch_size or (4 if smoke else recipe.batch_size),
+        epochs=epochs, batch_size=s["batch_size"],
         image_size=size, crop="pad", pad_fill=recipe.pad_fill,
         autoaugment=recipe.autoaugment if options.autoaugment else None,
         cutout=recipe.cutout if options.autoaugment else None,
@@ -285,27 +303,36 @@ def self_distill_run(recipe, options):
         feature_weight=options.feature_weight, data_dir=options.data_dir,
         strategy=options.strategy, mixed_precision=options.mixed_precision,
         jit_compile=options.xla, seed=options.seed, deterministic=options.deterministic,
-        num_train_examples=SMOKE_EXAMPLES if smoke else None,
-        eval_batch_size=8 if smoke else 500, verbose=2 if smoke else "auto",
+        num_train_examples=s["num_train_examples"],
+        eval_batch_size=s["eval_batch_size"], verbose=s["verbose"],
         params={"arch": options.arch, "mode": options.mode,
                 "train_split": train_split or spec.train_split,
                 "optimizer": "TorchSGD(momentum=0.9, coupled weight decay)",
                 "weight_decay": options.weight_decay, "lr": options.lr},
-        overwrite=options.overwrite, **run_flags(options, smoke))
+        overwrite=options.overwrite, **_run_flags(options, s))
+
+
+def self_distill_settings(recipe, options):
+    """A self-distillation recipe run's resolved settings: ``--arch`` and the authors'
+    schedule, with :func:`smoke_overrides` in their place under ``--smoke``."""
+    return resolve(dict(RUN_DEFAULTS, student=options.arch, student_kwargs={},
+                        epochs=recipe.epochs, batch_size=recipe.batch_size,
+                        eval_batch_size=500),
+                   options, options.smoke, "self_distill", image_size=recipe.image_size)
 
 
 def run_self_distill_recipe(recipe, options):
     """Everything ``python recipes/cifar100.py [options]`` does."""
     from kdzoo.data.pipeline import require_prepared
     from kdzoo.train import run_supervised
-    run = self_distill_run(recipe, options)
+    run, s = self_distill_run(recipe, options), self_distill_settings(recipe, options)
     if options.dry_run:
         return print_plan(run, mode=options.mode, lr=options.lr,
                           weight_decay=options.weight_decay, temperature=options.temperature,
                           teacher=None if options.mode == "plain" else "self (deepest exit)",
-                          student="fmnist_cnn_w16" if options.smoke else options.arch)
-    if not options.smoke:
+                          student=s["student"])
+    if s["require_data"]:
         require_prepared(recipe.dataset, options.data_dir)
-    with maybe_mock_data(options.smoke):
+    with maybe_mock_data(s["mock_data"]):
         metrics = run_supervised(run)
     print({k: round(v, 4) for k, v in metrics["test"].items()})
