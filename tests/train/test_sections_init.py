@@ -250,16 +250,31 @@ def test_the_teachers_record_measures_each_teacher_and_their_mean():
     assert missing["b"]["top1"] is None and missing["ensemble_top1"] is None
 
 
-def test_sections_refuse_to_train_without_teacher_b_and_name_its_command(tmp_path):
+TEACHER_B = "fmnist_cnn_w32.kdzoo_teacher_full_seed1"
+# Runs a recipe in a process whose zoo lacks teacher b's card (the tree ships it now).
+WITHOUT_B = ("import runpy, sys; from kdzoo.zoo import registry; real = registry.cards; "
+             "registry.cards = lambda: {k: v for k, v in real().items() if k != %r}; "
+             "sys.path.insert(0, %r); sys.argv = [%r] + sys.argv[1:]; "
+             "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def test_sections_refuse_to_train_without_teacher_b_and_name_its_command(tmp_path,
+                                                                         monkeypatch):
     import fashion_mnist_sections as sec
+    from kdzoo.zoo import registry
+    assert sec.missing_teachers(["3.3", "3.6a"]) == []  # shipped: the card is in the tree
+    real = registry.cards
+    monkeypatch.setattr(registry, "cards",
+                        lambda: {k: v for k, v in real().items() if k != TEACHER_B})
     (line,) = sec.missing_teachers(["3.3", "3.6a"])
-    assert line.startswith("fmnist_cnn_w32.kdzoo_teacher_full_seed1: python recipes/"
+    assert line.startswith(f"{TEACHER_B}: python recipes/"
                            "fashion_mnist_teacher.py") and "--seed 1" in line
     assert sec.missing_teachers(["3.5"]) == []
-    out = subprocess.run([sys.executable, os.path.join(RECIPES, "fashion_mnist.py"),
+    recipe = os.path.join(RECIPES, "fashion_mnist.py")
+    out = subprocess.run([sys.executable, "-c", WITHOUT_B % (TEACHER_B, RECIPES, recipe),
                           "--sections", "--section", "3.6a", "--workdir", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "--card fmnist_cnn_w32.kdzoo_teacher_full_seed1" in out.stderr
+    assert out.returncode == 2 and f"--card {TEACHER_B}" in out.stderr, out.stderr[-2000:]
     assert not os.listdir(tmp_path)  # nothing trained
 
 
