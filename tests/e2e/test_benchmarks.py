@@ -30,7 +30,7 @@ def test_the_benchmarks_are_found():
     names = {os.path.basename(p) for p in SCRIPTS}
     assert {"distill_step.py", "teacher_cache.py", "input_pipeline.py",
             "precision.py", "runner_overhead.py", "grid_cache.py",
-            "paper_scale.py", "study_speed.py"} <= names, names
+            "paper_scale.py", "study_speed.py", "paper_scale_sweep.py"} <= names, names
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,41 @@ def test_paper_scale_reports_measured_matmul_fractions(quick_runs):
         assert _positive_finite(value), (name, record)
     for policy, rate in record["matmul_gflops"].items():
         assert _positive_finite(rate), (policy, record)
+
+
+def test_paper_scale_sweep_reports_every_point_and_its_headline(quick_runs):
+    """paper_scale_sweep.py --quick: one paper_scale.py process per point, its two lines
+    summarised: each point's fraction and ratio, the best point, the headline ratio."""
+    script = os.path.join(ROOT, "benchmarks", "paper_scale_sweep.py")
+    returncode, stdout, stderr = quick_runs[script]
+    points = [json.loads(x) for x in stdout.splitlines()
+              if x.startswith('{"benchmark": "paper_scale_point"')]
+    assert returncode == 0 and [p["batch"] for p in points] == [2, 4], stderr[-2000:]
+    record = _last_json(quick_runs[script])
+    assert record["failed"] == [] and set(record["by_point"]) == {
+        "batch 2, xla off", "batch 4, xla off"}, record
+    # The goal batch (16) is not in the quick sweep: the headline is the largest batch's.
+    assert record["ratio_at"] == {"batch": 4, "xla": False} and not record["goal_met"]
+    assert record["ratio"] == points[1]["ratio"], record
+    assert record["best"]["fraction_of_matmul"]["funmatch"] == max(
+        p["fraction_of_matmul"]["funmatch"] for p in points), record
+
+
+def test_paper_scale_sweep_keeps_a_failed_point_and_judges_the_goal_batch():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import paper_scale_sweep as sweep
+
+    def point(batch, policy, ratio, fraction):
+        return {"batch": batch, "xla": False, "keras_precision": policy, "ratio": ratio,
+                "fraction_of_matmul": {"funmatch": fraction, "keras": 0.1},
+                "images_per_s": {"funmatch": 1.0, "keras": 1.0}, "device": "cpu",
+                "cpu_bf16_flags": []}
+    points = [point(2, "float32", 1.1, 0.2), point(16, "float32", 1.6, 0.45),
+              point(16, "mixed_bfloat16", 1.05, 0.45),
+              {"batch": 32, "xla": False, "keras_precision": "float32", "error": "exit -9: "}]
+    record = sweep.summarise(points, goal_batch=16)
+    assert record["ratio"] == 1.6 and record["goal_met"] and record["ratio_at"]["batch"] == 16
+    assert record["by_point"]["batch 16, xla off"]["ratio_over_keras_mixed_bfloat16"] == 1.05
+    assert [f["batch"] for f in record["failed"]] == [32]
+    points[1]["fraction_of_matmul"]["funmatch"] = 0.3  # fast enough, but under 40 % of matmul
+    assert not sweep.summarise(points, goal_batch=16)["goal_met"]
