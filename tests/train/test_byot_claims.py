@@ -1,6 +1,7 @@
 """Issue 28's five claims: the verdict rules of recipes/byot_claims.py on rows written here
-(each verdict both ways, and a missing method), and claim 5's measurement
-(recipes/byot_early_exit.py) on a tiny self-distillation run trained here."""
+(each verdict both ways, and a missing method). Claim 5's measurement
+(recipes/byot_early_exit.py) on a tiny real self-distillation run is checked in
+test_byot_table.py, on the tiny runs that file trains for the report's test."""
 
 import os
 import sys
@@ -152,83 +153,3 @@ def test_depth_comes_from_the_arch_name():
         18, 19, 20]
     with pytest.raises(ValueError, match="cifar_mobilenet"):
         bc.depth_of("cifar_mobilenet")
-
-
-def _tiny_sd_run(workdir):
-    """A self-distillation run of the BYOT table's kind (fashion_mnist_32, journal heads,
-    minival/test report) at ResNet-18 width 2 on 20 images: 2 epochs of 2 steps."""
-    import functools
-
-    import kdzoo
-    from kdzoo.train import SupervisedRun
-    from kdzoo.train.recipe import _official_sgd
-    model = functools.partial(kdzoo.load, "cifar_resnet18", weights=None, num_classes=10,
-                              input_shape=(32, 32, 1), build_options={"base_width": 2})
-    return SupervisedRun(
-        dataset="fashion_mnist_32", model=model, workdir=workdir, method="self_distillation",
-        optimizer=functools.partial(_official_sgd, 0.1, 5e-4, 2), epochs=2, batch_size=10,
-        image_size=32, crop="pad", train_per_class=2, version="journal", log_every_steps=2,
-        best_epoch_report=True, eval_roles=("test",), verbose=0)
-
-
-def _hand_early_exit_top1(sd, threshold, images, labels):
-    """The exit rule by hand: the first shallow exit whose top softmax > threshold answers."""
-    exits = [np.asarray(z, np.float64) for z in sd.predict(images, batch_size=500, verbose=0)]
-    answer = exits[-1].argmax(-1)
-    open_ = np.ones(len(labels), bool)
-    for z in exits[:-1]:
-        p = np.exp(z - z.max(-1, keepdims=True))
-        leave = open_ & ((p / p.sum(-1, keepdims=True)).max(-1) > threshold)
-        answer[leave] = z[leave].argmax(-1)
-        open_ &= ~leave
-    return 100 * float(np.mean(answer == labels)), 100 * float(np.mean(exits[-1].argmax(-1)
-                                                                        == labels))
-
-
-@pytest.mark.slow
-def test_claim_5_on_a_tiny_run_calibrates_on_minival_only_and_times_both(tmp_path):
-    import byot_early_exit as be
-    from kdzoo.data import fashion_mnist
-    from kdzoo.distill.self_distill.early_exit import exit_flops
-    from kdzoo.train import study
-    run = _tiny_sd_run(str(tmp_path / "sd"))
-    study.run_one(run)
-    minival = be.split_arrays("fashion_mnist_32", "minival")
-    test = be.split_arrays("fashion_mnist_32", "test")
-    assert minival[0].shape == (5000, 32, 32, 1) and test[0].shape == (10000, 32, 32, 1)
-    x_train, y_train = fashion_mnist.load("train")  # minival = the last 5,000 training images
-    assert np.array_equal(minival[1], y_train[55000:])
-    assert np.array_equal(minival[0][:, 2:30, 2:30], x_train[55000:].astype("float32"))
-    sd = be.load_network(run)
-    got = be.measure_network(sd, minival, test, repeats=2)
-    shuffled = (test[0][:1000], np.random.default_rng(0).permutation(test[1])[:1000])
-    other = be.measure_network(sd, minival, shuffled, repeats=1)
-    assert other["thresholds"] == got["thresholds"] and other["minival"] == got["minival"]
-    t = got["test"]
-    ee_top1, deep_top1 = _hand_early_exit_top1(sd, got["thresholds"][0], *test)
-    assert t["early_exit_top1"] == pytest.approx(ee_top1, abs=0.011)
-    assert t["deepest_top1"] == pytest.approx(deep_top1, abs=0.011)
-    assert t["loss_vs_deepest_points"] == pytest.approx(deep_top1 - ee_top1, abs=0.021)
-    assert sum(t["exit_fractions"]) == pytest.approx(1.0)
-    # FLOPs per image over the plain network's: above 1 when few rows leave early (every
-    # shallow head is paid for), as for this barely trained network.
-    to_exit = np.array(exit_flops(sd)["to_exit"], float)
-    assert t["flops_fraction"] == pytest.approx(
-        float(np.dot(t["exit_fractions"], to_exit)) / t["full_flops"])
-    assert t["full_flops"] < to_exit[-1] and t["flops_saving"] == pytest.approx(
-        1 - t["flops_fraction"])
-    timing = got["timing"]
-    assert set(timing["windows"]) == {"early_exit", "whole", "chained"}
-    assert all(len(ws) == 2 and all(w["wall_s"] > 0 and w["cpu_s"] > 0 for w in ws)
-               for ws in timing["windows"].values())
-    assert timing["speedup_wall"] > 0 and timing["speedup_cpu"] > 0
-    assert timing["baseline"] in ("whole", "chained")
-    s = dict(dataset="fashion_mnist_32", image_size=32)
-    early = be.measure_all(s, [(dict(arch="cifar_resnet18", method="self_distillation",
-                                     seed=0), run)], repeats=1)
-    assert [(r["arch"], r["seed"], r["thresholds"]) for r in early["runs"]] == [
-        ("cifar_resnet18", 0, got["thresholds"])]
-    verdict = bc.claim_early_exit(early)[0]
-    ok = t["loss_vs_deepest_points"] <= 0.5 and early["runs"][0]["timing"]["speedup_wall"] > 1
-    assert verdict == ("reproduced" if ok else "not reproduced")
-    assert be.measure_all(s, [], repeats=0)["skipped"].startswith("--early_exit_repeats=0")
