@@ -28,13 +28,16 @@ SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp
               "amx_tile", "amx_bf16", "amx_int8")
 
 
-def _commit():
-    """``git rev-parse HEAD`` of the tree these recipes run from (``+dirty`` if edited)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+def _commit(here=None):
+    """``git rev-parse HEAD`` of the tree these recipes run from (``+dirty`` if its code is
+    edited; the evidence under ``docs/results``, which the runs themselves write, is not
+    code and does not count)."""
+    here = here or os.path.dirname(os.path.abspath(__file__))
     git = lambda *a: subprocess.run(("git", "-C", here) + a, capture_output=True,  # noqa: E731
                                     text=True).stdout.strip()
     head = git("rev-parse", "HEAD") or None
-    return head and head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no")
+    return head and head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no", "--",
+                                                          ":(top)", ":(top,exclude)docs/results")
                             else "")
 
 

@@ -141,3 +141,24 @@ def test_a_second_report_changes_no_run_and_prints_the_table(reported, capsys):
     out = capsys.readouterr().out
     assert "section 3.3 (cross-resolution): 4/6 runs, INCOMPLETE" in out
     assert "| labels20 | 300 | 2 |" in out
+
+
+def test_the_recorded_commit_is_dirty_for_code_edits_not_for_the_evidence(tmp_path):
+    import subprocess
+
+    import fashion_mnist_sections_report as report
+    git = lambda *a: subprocess.run(("git", "-C", str(tmp_path)) + a, check=True,  # noqa: E731
+                                    capture_output=True, text=True).stdout.strip()
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "recipes" / "r.py").write_text("x = 1\n")
+    (tmp_path / "docs" / "results" / "e.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    head, here = git("rev-parse", "HEAD"), str(tmp_path / "recipes")
+    assert report._commit(here) == head
+    (tmp_path / "docs" / "results" / "e.json").write_text('{"rows": []}\n')  # a run's report
+    assert report._commit(here) == head
+    (tmp_path / "recipes" / "r.py").write_text("x = 2\n")
+    assert report._commit(here) == head + "+dirty"
