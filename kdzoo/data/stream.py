@@ -196,6 +196,12 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
                     fixed_targets=None):
     """The view stream of :meth:`FunMatchDistiller.make_train_dataset` (see there).
 
+    Where ``distiller.views.can_render_batched`` (bilinear views of images of
+    one static size, ``batched_render`` on), the boxes and flips are still drawn
+    per image with the same keys, but rendered after ``batch``
+    (:meth:`~kdzoo.distill.funmatch.views.ViewMaker.render_batch`); the batches
+    equal the per-image path's up to float rounding.
+
     ``fixed_targets``: for ``fix/*``, ``fn(N) -> array [N, ...]`` of per-image
     targets (:meth:`kdzoo.distill.funmatch.targets.TargetSource.fixed_for`), zipped with image
     ``i`` before shuffling. Returns ``(batches, StreamInfo)``.
@@ -234,17 +240,23 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
     buffer = min(distiller.shuffle_buffer, n) if n is not None else distiller.shuffle_buffer
     shuffle = bool(shuffle) and buffer > 1
     fixed = views.fixed
+    batched = views.can_render_batched(dataset.element_spec.shape)
+    image_views = views.train_boxes_and_image if batched else views.train_views
 
     def per_image(epoch, index, image, target):
-        out = views.train_views(image, index, epoch)
+        out = image_views(image, index, epoch)
         if fixed:
             out.pop("index")
             out["targets"] = target
         return out
 
+    def per_batch(step, batch):
+        if batched:
+            batch = views.render_batch(batch)
+        return views.batch_views(batch, 0, step)
+
     out = train_stream(base, batch_size=batch_size, seed=views.seed, per_image=per_image,
-                       num_examples=n, initial_step=initial_step,
-                       per_batch=lambda step, b: views.batch_views(b, 0, step),
+                       num_examples=n, initial_step=initial_step, per_batch=per_batch,
                        shuffle_buffer=buffer if shuffle else 0)
     return out, StreamInfo(initial_step, batch_size, n, buffer, shuffle)
 
