@@ -293,7 +293,7 @@ def restored_epoch(callbacks):
 def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initial_step=0,
                    crop="random", flip=True, mixup_alpha=None, shuffle_buffer=10_000,
                    num_examples=None, inception_area_range=augment.INCEPTION_AREA_RANGE,
-                   pad_fill=0, autoaugment=None, cutout=None):
+                   pad_fill=0, autoaugment=None, cutout=None, batched_render=True):
     """(image, label) examples -> endless batched (views, labels) on :func:`train_stream`.
 
     The supervised runs' stream (labels, mixup fine-tune, self distillation),
@@ -306,8 +306,15 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
     zeroed square. With ``mixup_alpha``
     the labels become mixed one-hot vectors (the paper's "fine-tune with mixup"
     baseline), one ratio per step keyed by ``(seed, step)``.
+
+    ``batched_render``: where exact (images of one static size, no
+    ``autoaugment`` / ``cutout``, which act on each rendered view), boxes and
+    flips are drawn per image with the same keys but rendered per batch
+    (:func:`kdzoo.data.batched_crops.render_boxes`; equal up to float rounding).
+    False: always per image.
     """
     from kdzoo.data import autoaugment as aa
+    from kdzoo.data import batched_crops
     crops = ("pad", "random", "inception", None)
     if crop not in crops:
         raise ValueError(f"crop must be one of {crops}, got {crop!r}.")
@@ -315,6 +322,9 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
     _positive_int(image_size, "image_size")
     if num_examples is None:
         num_examples = count(examples)
+
+    batched = (bool(batched_render) and not autoaugment and not cutout
+               and batched_crops.eligible(examples.element_spec[0].shape))
 
     def per_image(epoch, index, image, label):
         key = augment.make_key(seed, epoch, index)
@@ -329,6 +339,10 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
             box = augment.inception_crop_box(image, key, area_range=inception_area_range)
         else:
             box = augment.full_box(image)
+        if batched:  # rendered in per_batch
+            flip_key = augment.make_key(key, augment.STUDENT_FLIP)
+            return ({"image": image, "box": box, "flip": augment.flip_decision(flip_key)
+                     if flip else tf.constant(False)}, tf.cast(label, tf.int32))
         out = augment.crop_resize(image, box, image_size)
         if flip:
             out = augment.random_flip(out, augment.make_key(key, augment.STUDENT_FLIP))
@@ -338,14 +352,24 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
             out = aa.cutout(out, key, int(cutout))
         return out, tf.cast(label, tf.int32)
 
+    def render(batch):
+        images, labels = batch
+        return batched_crops.render_boxes(images["image"], images["box"], image_size,
+                                          images["flip"], antialias=True), labels
+
     def mix(step, batch):
         images, labels = batch
+        if not mixup_alpha:
+            return images, labels
         onehot = tf.one_hot(labels, num_classes)
         (images, onehot), _ = augment.mixup(
             (images, onehot), augment.make_key(seed, augment.MIXUP, step), mixup_alpha)
         return images, onehot
 
+    per_batch = mix if mixup_alpha else None
+    if batched:
+        per_batch = lambda step, batch: mix(step, render(batch))  # noqa: E731
     base = examples.enumerate().map(lambda i, ex: (i, ex[0], ex[1]))
     return train_stream(base, batch_size=batch_size, seed=seed, per_image=per_image,
                         num_examples=num_examples, initial_step=initial_step,
-                        per_batch=mix if mixup_alpha else None, shuffle_buffer=shuffle_buffer)
+                        per_batch=per_batch, shuffle_buffer=shuffle_buffer)
