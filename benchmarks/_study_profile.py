@@ -9,11 +9,12 @@ to use (``py-spy --native`` fell minutes behind). For one configuration of
 * ``step_only``: ``model.fit`` on one batch of that stream repeated (no augmentation);
 * ``fit``: ``model.fit`` on the real stream (what a study run does).
 
-With ``--render both`` (FunMatch configs) the ``pipeline_only`` and ``fit`` windows
+With ``--render both`` the ``pipeline_only`` and ``fit`` windows
 run for each rendering of the train crops, side by side in one process and round:
 ``batched`` (boxes per image, rendering per batch: ``kdzoo.data.batched_crops``)
-and ``per_image`` (the earlier ``crop_resize`` map), chosen by setting the
-distiller's ``views.batched_render`` before the stream is built.
+and ``per_image`` (the earlier ``crop_resize`` map), chosen before the stream is
+built (the distiller's ``views.batched_render``; ``labeled_stream(batched_render=)``
+for the supervised configs).
 
 If ``fit`` is far below both others, the two compete for the cores (or wait on
 each other) rather than one of them being slow. Each line carries images/s and
@@ -41,19 +42,25 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the three windows")
     parser.add_argument("--render", choices=("default", "both"), default="default",
                         help="'both': time the stream with batched and per-image crop "
-                             "rendering (FunMatch configs)")
+                             "rendering, side by side")
     args = parser.parse_args()
     import tensorflow as tf
+    import functools
+
+    from kdzoo.data import stream as kdzoo_stream
+    from kdzoo.train import runner
     model, make_train = build(args.config, os.path.join(tempfile.mkdtemp(), "run"))
     views = getattr(model, "views", None)
-    if args.render == "both" and not hasattr(views, "batched_render"):
-        parser.error(f"--render both needs a FunMatch config with batched rendering; "
-                     f"{args.config!r} has none")
     renders = ("batched", "per_image") if args.render == "both" else (None,)
 
     def stream(render, step=0):
         if render is not None:
-            views.batched_render = render == "batched"
+            batched = render == "batched"
+            if views is not None:  # FunMatch: the distiller's ViewMaker
+                views.batched_render = batched
+            else:  # supervised: run_supervised's make_train calls runner.labeled_stream
+                runner.labeled_stream = functools.partial(kdzoo_stream.labeled_stream,
+                                                          batched_render=batched)
         return make_train(step)
 
     n, images = args.steps, args.steps * STUDY["batch_size"]
