@@ -196,6 +196,12 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
                     fixed_targets=None):
     """The view stream of :meth:`FunMatchDistiller.make_train_dataset` (see there).
 
+    Where ``distiller.views.can_render_batched`` (bilinear views of images of
+    one static size, ``batched_render`` on), the boxes and flips are still drawn
+    per image with the same keys, but rendered after ``batch``
+    (:meth:`~kdzoo.distill.funmatch.views.ViewMaker.render_batch`); the batches
+    equal the per-image path's up to float rounding.
+
     ``fixed_targets``: for ``fix/*``, ``fn(N) -> array [N, ...]`` of per-image
     targets (:meth:`kdzoo.distill.funmatch.targets.TargetSource.fixed_for`), zipped with image
     ``i`` before shuffling. Returns ``(batches, StreamInfo)``.
@@ -234,17 +240,23 @@ def funmatch_stream(distiller, images, batch_size, initial_epoch=0, shuffle=True
     buffer = min(distiller.shuffle_buffer, n) if n is not None else distiller.shuffle_buffer
     shuffle = bool(shuffle) and buffer > 1
     fixed = views.fixed
+    batched = views.can_render_batched(dataset.element_spec.shape)
+    image_views = views.train_boxes_and_image if batched else views.train_views
 
     def per_image(epoch, index, image, target):
-        out = views.train_views(image, index, epoch)
+        out = image_views(image, index, epoch)
         if fixed:
             out.pop("index")
             out["targets"] = target
         return out
 
+    def per_batch(step, batch):
+        if batched:
+            batch = views.render_batch(batch)
+        return views.batch_views(batch, 0, step)
+
     out = train_stream(base, batch_size=batch_size, seed=views.seed, per_image=per_image,
-                       num_examples=n, initial_step=initial_step,
-                       per_batch=lambda step, b: views.batch_views(b, 0, step),
+                       num_examples=n, initial_step=initial_step, per_batch=per_batch,
                        shuffle_buffer=buffer if shuffle else 0)
     return out, StreamInfo(initial_step, batch_size, n, buffer, shuffle)
 
@@ -281,7 +293,7 @@ def restored_epoch(callbacks):
 def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initial_step=0,
                    crop="random", flip=True, mixup_alpha=None, shuffle_buffer=10_000,
                    num_examples=None, inception_area_range=augment.INCEPTION_AREA_RANGE,
-                   pad_fill=0, autoaugment=None, cutout=None):
+                   pad_fill=0, autoaugment=None, cutout=None, batched_render=True):
     """(image, label) examples -> endless batched (views, labels) on :func:`train_stream`.
 
     The supervised runs' stream (labels, mixup fine-tune, self distillation),
@@ -294,8 +306,15 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
     zeroed square. With ``mixup_alpha``
     the labels become mixed one-hot vectors (the paper's "fine-tune with mixup"
     baseline), one ratio per step keyed by ``(seed, step)``.
+
+    ``batched_render``: where exact (images of one static size, no
+    ``autoaugment`` / ``cutout``, which act on each rendered view), boxes and
+    flips are drawn per image with the same keys but rendered per batch
+    (:func:`kdzoo.data.batched_crops.render_boxes`; equal up to float rounding).
+    False: always per image.
     """
     from kdzoo.data import autoaugment as aa
+    from kdzoo.data import batched_crops
     crops = ("pad", "random", "inception", None)
     if crop not in crops:
         raise ValueError(f"crop must be one of {crops}, got {crop!r}.")
@@ -303,6 +322,9 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
     _positive_int(image_size, "image_size")
     if num_examples is None:
         num_examples = count(examples)
+
+    batched = (bool(batched_render) and not autoaugment and not cutout
+               and batched_crops.eligible(examples.element_spec[0].shape))
 
     def per_image(epoch, index, image, label):
         key = augment.make_key(seed, epoch, index)
@@ -317,6 +339,10 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
             box = augment.inception_crop_box(image, key, area_range=inception_area_range)
         else:
             box = augment.full_box(image)
+        if batched:  # rendered in per_batch
+            flip_key = augment.make_key(key, augment.STUDENT_FLIP)
+            return ({"image": image, "box": box, "flip": augment.flip_decision(flip_key)
+                     if flip else tf.constant(False)}, tf.cast(label, tf.int32))
         out = augment.crop_resize(image, box, image_size)
         if flip:
             out = augment.random_flip(out, augment.make_key(key, augment.STUDENT_FLIP))
@@ -326,14 +352,24 @@ def labeled_stream(examples, *, num_classes, image_size, batch_size, seed, initi
             out = aa.cutout(out, key, int(cutout))
         return out, tf.cast(label, tf.int32)
 
+    def render(batch):
+        images, labels = batch
+        return batched_crops.render_boxes(images["image"], images["box"], image_size,
+                                          images["flip"], antialias=True), labels
+
     def mix(step, batch):
         images, labels = batch
+        if not mixup_alpha:
+            return images, labels
         onehot = tf.one_hot(labels, num_classes)
         (images, onehot), _ = augment.mixup(
             (images, onehot), augment.make_key(seed, augment.MIXUP, step), mixup_alpha)
         return images, onehot
 
+    per_batch = mix if mixup_alpha else None
+    if batched:
+        per_batch = lambda step, batch: mix(step, render(batch))  # noqa: E731
     base = examples.enumerate().map(lambda i, ex: (i, ex[0], ex[1]))
     return train_stream(base, batch_size=batch_size, seed=seed, per_image=per_image,
                         num_examples=num_examples, initial_step=initial_step,
-                        per_batch=mix if mixup_alpha else None, shuffle_buffer=shuffle_buffer)
+                        per_batch=per_batch, shuffle_buffer=shuffle_buffer)

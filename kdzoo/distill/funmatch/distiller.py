@@ -92,6 +92,10 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
         ensemble: for a list of teachers, ``"sum"`` (default: the per-teacher
             KLs summed, big_vision ``distill.py``) or ``"mean"`` (one KL to the
             average of their tempered probabilities).
+        batched_render: render the train views per batch where that gives the
+            same views (bilinear crops of images of one static size; see
+            :meth:`kdzoo.distill.funmatch.views.ViewMaker.can_render_batched`),
+            else per image. False: always per image (the earlier, slower path).
     """
 
     def __init__(self, teacher, student, variant="funmatch", temperature=1.0,
@@ -99,7 +103,7 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
                  crop_fraction=augment.CROP_FRACTION,
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
                  ensemble_crops=1000, eval_crop_fraction=1.0, shuffle_buffer=10_000,
-                 t2_scaling=True, antialias=False, ensemble="sum",
+                 t2_scaling=True, antialias=False, ensemble="sum", batched_render=True,
                  name="funmatch_distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         check_variant(variant)
@@ -157,7 +161,8 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
             variant, image_size, teacher_image_size, seed=seed, flip=flip,
             crop_fraction=crop_fraction, inception_area_range=inception_area_range,
             mixup_alpha=mixup_alpha, ensemble_crops=ensemble_crops,
-            eval_crop_fraction=eval_crop_fraction, antialias=antialias)
+            eval_crop_fraction=eval_crop_fraction, antialias=antialias,
+            batched_render=batched_render)
         # Online teacher, fixed targets or teacher cache: the one owner of that state.
         self.target_source = TargetSource(self)
         self.train_steps_per_epoch = None  # set by make_train_dataset
@@ -211,6 +216,7 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
             "eval_crop_fraction": v.eval_crop_fraction,
             "shuffle_buffer": self.shuffle_buffer, "t2_scaling": self.t2_scaling,
             "antialias": v.antialias, "ensemble": self.ensemble,
+            "batched_render": v.batched_render,
         }
 
     @classmethod
