@@ -40,8 +40,8 @@ def test_batched_equals_per_image(kwargs, monkeypatch):
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     old = _batches(_examples(), batched_render=False, **kwargs)
     assert not calls
-    new = _batches(_examples(), **kwargs)
-    assert calls  # the default path renders per batch
+    new = _batches(_examples(), batched_render=True, **kwargs)
+    assert calls  # asked for, it renders per batch
     for (x_old, y_old), (x_new, y_new) in zip(old, new):
         assert x_old.shape == x_new.shape
         np.testing.assert_allclose(x_new, x_old, atol=TOL, rtol=0)
@@ -54,8 +54,10 @@ def test_autoaugment_cutout_and_variable_sizes_stay_per_image(monkeypatch):
     real = batched_crops.render_boxes
     monkeypatch.setattr(batched_crops, "render_boxes",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    _batches(_examples(size=32), steps=1, crop="pad", image_size=32, autoaugment="cifar10")
-    _batches(_examples(size=32), steps=1, crop="pad", image_size=32, cutout=8)
+    _batches(_examples(size=32), steps=1, crop="pad", image_size=32, autoaugment="cifar10",
+             batched_render=True)
+    _batches(_examples(size=32), steps=1, crop="pad", image_size=32, cutout=8,
+             batched_render=True)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (int(rng.integers(16, 30)), 20, 3), dtype=np.uint8)
               for _ in range(12)]
@@ -63,6 +65,7 @@ def test_autoaugment_cutout_and_variable_sizes_stay_per_image(monkeypatch):
         lambda: ((im, i % 5) for i, im in enumerate(images)),
         output_signature=(tf.TensorSpec([None, 20, 3], tf.uint8),
                           tf.TensorSpec([], tf.int64)))
-    (x, _), = _batches(variable, steps=1, crop="inception", num_examples=12)
+    (x, _), = _batches(variable, steps=1, crop="inception", num_examples=12,
+                       batched_render=True)
     assert x.shape == (8, 16, 16, 3)
     assert not calls

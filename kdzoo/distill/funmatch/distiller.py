@@ -95,7 +95,9 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
         batched_render: render the train views per batch where that gives the
             same views (bilinear crops of images of one static size; see
             :meth:`kdzoo.distill.funmatch.views.ViewMaker.can_render_batched`),
-            else per image. False: always per image (the earlier, slower path).
+            else per image. Off by default: at the Fashion-MNIST study's 28 px it
+            measured no gain (rendering is not where that stream's CPU goes:
+            docs/speed.md), and off keeps runs bit-identical to earlier kdzoo.
     """
 
     def __init__(self, teacher, student, variant="funmatch", temperature=1.0,
@@ -103,7 +105,7 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
                  crop_fraction=augment.CROP_FRACTION,
                  inception_area_range=augment.INCEPTION_AREA_RANGE, mixup_alpha=1.0,
                  ensemble_crops=1000, eval_crop_fraction=1.0, shuffle_buffer=10_000,
-                 t2_scaling=True, antialias=False, ensemble="sum", batched_render=True,
+                 t2_scaling=True, antialias=False, ensemble="sum", batched_render=False,
                  name="funmatch_distiller", **kwargs):
         super().__init__(name=name, **kwargs)
         check_variant(variant)

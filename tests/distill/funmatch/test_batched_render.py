@@ -83,16 +83,19 @@ def test_ineligible_streams_keep_the_per_image_path(monkeypatch):
     monkeypatch.setattr(views_module.ViewMaker, "train_views",
                         lambda self, *a: calls.append(1) or real(self, *a))
     # area resampling (rc crops) is not bilinear: per image
-    d = FunMatchDistiller(tiny(16), tiny(16), variant="same/rc", image_size=16)
+    d = FunMatchDistiller(tiny(16), tiny(16), variant="same/rc", image_size=16,
+                          batched_render=True)
     assert not d.views.can_render_batched([28, 28, 3])
     d.make_train_dataset(smooth_images(8, 28), batch_size=4)
     assert calls, "same/rc must render per image"
     # ... unless antialiased bilinear, which the batched renderer reproduces too
-    aa = FunMatchDistiller(tiny(16), tiny(16), variant="same/rc", image_size=16, antialias=True)
+    aa = FunMatchDistiller(tiny(16), tiny(16), variant="same/rc", image_size=16, antialias=True,
+                           batched_render=True)
     assert aa.views.can_render_batched([28, 28, 3])
     # variable-size images: one batch of raw images cannot be stacked, so per image
     calls.clear()
-    d = FunMatchDistiller(tiny(16), tiny(16), variant="funmatch", image_size=16)
+    d = FunMatchDistiller(tiny(16), tiny(16), variant="funmatch", image_size=16,
+                          batched_render=True)
     assert not d.views.can_render_batched([None, None, 3])
     rng = np.random.default_rng(0)
     pairs = [rng.integers(0, 256, (int(rng.integers(16, 30)), 20, 3), dtype=np.uint8)
@@ -101,8 +104,11 @@ def test_ineligible_streams_keep_the_per_image_path(monkeypatch):
         [None, 20, 3], tf.uint8))
     batch = next(iter(d.make_train_dataset(ds, batch_size=4)))
     assert calls and batch["student"].shape == (4, 16, 16, 3)
-    # static sizes, but batched_render=False: per image
+    # static sizes, but batched_render=False (the default: runs stay bit-identical to
+    # earlier kdzoo unless asked): per image
     calls.clear()
+    assert FunMatchDistiller(tiny(16), tiny(16), image_size=16).get_config()[
+        "batched_render"] is False
     off = FunMatchDistiller(tiny(16), tiny(16), variant="funmatch", image_size=16,
                             batched_render=False)
     off.make_train_dataset(smooth_images(8, 28), batch_size=4)
