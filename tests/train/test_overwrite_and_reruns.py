@@ -100,8 +100,8 @@ def _supervised(workdir, **changes):
 def _finish(run):
     """A finished run as run_supervised leaves it: its record (with the runner's derived
     keys, e.g. the resolved precision), then its metrics."""
-    from kdzoo.train.runner import _settings
-    settings, defaults = _settings(run, "float32")
+    from kdzoo.train.run_body import settings_for
+    settings, defaults = settings_for(run, "float32")
     assert "precision" in settings
     run_dir.claim(run.workdir, settings, defaults=defaults).release()
     with open(os.path.join(run.workdir, "metrics.json"), "w") as f:
