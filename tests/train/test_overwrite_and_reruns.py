@@ -33,7 +33,7 @@ def test_overwrite_refuses_a_folder_that_holds_no_kdzoo_run_and_deletes_nothing(
 def test_overwrite_deletes_what_a_run_wrote_and_leaves_other_files_named(tmp_path, capsys):
     _claim(tmp_path)
     written = ["checkpoints/state.json", "logs/events.out", "history.csv", "metrics.json",
-               "student.keras", "teacher.tcache", ".tmp-metrics.json-abc"]
+               "student.keras", "model.keras", "teacher.tcache", ".tmp-metrics.json-abc"]
     for name in written:
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
         (tmp_path / name).write_text("old")
