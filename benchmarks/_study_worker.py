@@ -6,8 +6,9 @@ only calls what both trees have (``kdzoo.train.FunMatchRun`` / ``SupervisedRun``
 ``run_funmatch`` / ``run_supervised`` and their ``_fit``), so the two sides build
 the model, compile it and make the train stream exactly as their runner does.
 
-How: ``kdzoo.train.runner._fit`` is replaced by a function that keeps ``(model,
-make_train)`` and stops the run there (before any step, evaluation or export).
+How: the ``_fit`` the tree's run body calls (``kdzoo.train.run_body._fit``; in older trees
+``kdzoo.train.runner._fit`` or ``kdzoo.train._fit``) is replaced by a function that keeps
+``(model, make_train)`` and stops the run there (before any step, evaluation or export).
 Each ``window K`` line on stdin then trains K more steps of that very stream
 (``model.fit(make_train(step), steps_per_epoch=K)``, the stream continuing where the
 last window stopped) and answers one JSON line: images/s, process CPU seconds /
@@ -94,6 +95,7 @@ def make_run(config, workdir):
 def build(config, workdir):
     """``(model, make_train)`` exactly as the tree's runner builds them."""
     train = _new_or_old("kdzoo.train.runner", "kdzoo.train")
+    body = _new_or_old("kdzoo.train.run_body", train.__name__)  # the module calling _fit
     run = make_run(config, workdir)
     kept = {}
 
@@ -101,7 +103,7 @@ def build(config, workdir):
         kept.update(model=model, make_train=make_train)
         raise _Captured()
 
-    train._fit = capture
+    body._fit = capture
     try:
         (train.run_funmatch if hasattr(run, "variant") else train.run_supervised)(run)
     except _Captured:

@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kdzoo.distill import FunMatchDistiller  # noqa: E402
-from kdzoo.train.runner import _fit, FunMatchRun, make_schedule  # noqa: E402
+from kdzoo.train.run_body import _fit  # noqa: E402
+from kdzoo.train.runner import FunMatchRun, make_schedule  # noqa: E402
 
 GOAL = 1.10
 

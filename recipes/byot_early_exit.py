@@ -15,7 +15,6 @@ network is the faster of the whole backbone and its sections chained, as
 ``benchmarks/self_distill.py``, so graph partitioning earns no credit).
 """
 
-import os
 import time
 
 import numpy as np
@@ -42,7 +41,8 @@ def load_network(run):
     """The run's saved ``SelfDistillation`` (``model.keras``)."""
     import keras
     import kdzoo  # noqa: F401  (registers kdzoo's Keras classes)
-    return keras.saving.load_model(os.path.join(run.workdir, "model.keras"))
+    from kdzoo.train.run_dir import model_file
+    return keras.saving.load_model(model_file(run.workdir))
 
 
 def _runners(sd, thresholds):

@@ -116,8 +116,9 @@ def measure(run, data_dir=None):
 
     from kdzoo.data import fashion_mnist
     from kdzoo.evaluation import top1
+    from kdzoo.train.run_dir import model_file
     images, labels = fashion_mnist.load("test", data_dir)
-    model = keras.saving.load_model(os.path.join(run.workdir, "model.keras"))
+    model = keras.saving.load_model(model_file(run.workdir))
     logits = model.predict(images.astype("float32"), batch_size=1000, verbose=0)
     return top1(logits, FINE_TO_COARSE[labels])
 

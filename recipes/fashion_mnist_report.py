@@ -15,10 +15,9 @@ import time
 import numpy as np
 
 from kdzoo.train import study
+from kdzoo.train.run_dir import model_file
 from kdzoo.atomic import atomic_path, write_json
 from kdzoo.evaluation import top1
-
-MODEL_FILE = {"FunMatchRun": "student.keras", "SupervisedRun": "model.keras"}
 
 
 def print_plan(s, entries):
@@ -72,7 +71,7 @@ def _measure(run, images, labels, teacher_pred):
     cache = os.path.join(run.workdir, "measured.json")
     if os.path.exists(cache):
         return json.load(open(cache, encoding="utf-8"))
-    model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
+    model = _load(model_file(run.workdir))
     logits = model.predict(test_view(images, run.image_size), batch_size=1000, verbose=0)
     result = {}
     if isinstance(logits, (list, tuple)):  # self distillation: one output per exit
@@ -268,7 +267,7 @@ def export_best(summary, entries, command):
 
 def _export_one(summary, run, row, command):
     from kdzoo.zoo.card_writer import export_card
-    model = _load(os.path.join(run.workdir, MODEL_FILE[type(run).__name__]))
+    model = _load(model_file(run.workdir))
     tag = row["method"].replace("/", "_")
     return export_card(
         getattr(model, "backbone", model), f"{summary['student']['name']}.kdzoo_small_{tag}",

@@ -72,10 +72,11 @@ def export(command):
     from kdzoo.zoo.card_writer import export_card
     from kdzoo.data import fashion_mnist
     from kdzoo.evaluation import top1
+    from kdzoo.train.run_dir import model_file
     images, labels = fashion_mnist.load("test", FLAGS.data_dir)
     evaluate = lambda m: top1(  # noqa: E731
         m.predict(images.astype("float32"), batch_size=1000, verbose=0), labels)
-    model = keras.saving.load_model(f"{FLAGS.workdir}/model.keras")
+    model = keras.saving.load_model(model_file(FLAGS.workdir))
     return export_card(model, card_name(), dataset="fashion_mnist", stage="teacher",
                        produced_by=command, evaluate=evaluate,
                        extra=dict(seed=FLAGS.seed, train_images=60000, **CONFIG))

@@ -1,11 +1,12 @@
 """The training methods of :class:`kdzoo.train.SupervisedRun`, one entry each (issue 26).
 
-Why a table: ``run_supervised`` writes the preamble, fit, evaluation, save and
-metrics once; what differs by method is only how its model is built and compiled
-for a run (inside the strategy's scope), which frozen teachers its settings record
-(their weights' sha256, so a retrained teacher is a different run) and which Keras
-model it exports as ``model.keras``. Adding a method = its model in one file
-(e.g. :mod:`kdzoo.distill.classical_kd`) + one entry here + its tests.
+Why a table: the preamble, fit, evaluation, save and metrics of every run are written
+once (:func:`kdzoo.train.run_body.execute`, which FunMatch runs share); what differs by
+method is only how its model is built and compiled for a run (inside the strategy's
+scope), which frozen teachers its settings record (their weights' sha256, so a retrained
+teacher is a different run) and which Keras model it exports as ``model.keras``. Adding
+a method = its model in one file (e.g. :mod:`kdzoo.distill.classical_kd`) + one entry
+here + its tests.
 """
 
 import dataclasses

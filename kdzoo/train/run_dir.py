@@ -44,6 +44,11 @@ from kdzoo.file_lock import FileLock
 LOCK_FILE = "run.lock"
 CONFIG_FILE = "config.json"
 GRID_FILE = "grid.json"
+# The trained network of every run, whatever its method (a plain keras.Model for FunMatch).
+MODEL_FILE = "model.keras"
+# What FunMatch runs of kdzoo before issue 26 wrote instead: still read (model_file), still
+# known as a run's own file (--overwrite deletes it, a killed export's temp is removed).
+LEGACY_MODEL_FILE = "student.keras"
 # Settings that do not change what a run computes for the epochs it shares with
 # another: how long it runs, what it prints, how often it checkpoints, where the
 # (same) data lives and the eval batching.
@@ -55,18 +60,37 @@ NEUTRAL = frozenset({"epochs", "verbose", "data_dir", "eval_batch_size", "log_ev
 MARKER = "kdzoo_run"
 RECORD_FORMAT = 2
 IGNORED = frozenset({"workdir", "overwrite", "reruns", MARKER})
-# Recorded by the runner beside a run's fields (kdzoo.train.runner._settings): the resolved
+# Recorded by the runner beside a run's fields (kdzoo.train.run_body.settings_for): the resolved
 # dtype policy and the teachers' weights digests. A resume (claim) compares them; a
 # reader that has only the fields (check_record from a study) cannot, and skips them.
 DERIVED = frozenset({"precision", "teacher_weights_sha256"})
 # What a run (or a grid / study around it) writes in its directory: all --overwrite deletes.
 RUN_ENTRIES = frozenset({CONFIG_FILE, GRID_FILE, "metrics.json", "history.csv", "state.json",
-                         "checkpoints", "logs", "student.keras", "model.keras",
+                         "checkpoints", "logs", MODEL_FILE, LEGACY_MODEL_FILE,
                          "measured.json"})
 RUN_SUFFIXES = (".tcache", ".tcache.lock", ".keras", ".weights.h5")
 # A record written before the marker: always "reruns", and the run's dataset and epochs.
 _OLD_RECORD_KEYS = frozenset({"reruns", "dataset", "epochs"})
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def model_file(workdir):
+    """The path of the trained network of the finished run in ``workdir``.
+
+    Why one function: every run now writes ``model.keras``, but FunMatch runs of an older
+    kdzoo wrote ``student.keras``, and their directories (long runs still training at an
+    older commit, finished studies) must stay readable by every report. ``model.keras``
+    wins when both exist (a newer run's export). Raises :class:`FileNotFoundError`
+    naming ``workdir`` and both names when neither exists.
+    """
+    for name in (MODEL_FILE, LEGACY_MODEL_FILE):
+        path = os.path.join(workdir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"{workdir} holds no trained model: neither {MODEL_FILE} (written by every finished "
+        f"run) nor {LEGACY_MODEL_FILE} (a FunMatch run of an older kdzoo). Has the run "
+        "finished? Train it first, or check the work directory.")
 
 
 def describe(value):

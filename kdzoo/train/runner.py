@@ -7,7 +7,11 @@ A run lives in a work directory::
     workdir/config.json    what was run (recorded once; see kdzoo.train.run_dir)
     workdir/run.lock       held while a process runs in workdir
     workdir/metrics.json   final minival/test metrics (written last, atomically)
-    workdir/student.keras  the trained student / network, a plain keras.Model
+    workdir/model.keras    the trained network (FunMatch: the student), a plain keras.Model
+
+Every method writes these same names (FunMatch runs of kdzoo before issue 26 wrote
+``student.keras``; :func:`kdzoo.train.run_dir.model_file` reads either). What a run
+does around its method is written once, in :mod:`kdzoo.train.run_body`.
 
 The schedule is the authors' (big_vision ``utils.steps``): ``total_steps =
 max(round(epochs * N / batch), 1)`` steps over the one continuous stream of
@@ -25,10 +29,8 @@ import os
 
 import keras
 
-from kdzoo.train import checkpointing, run_dir
 from kdzoo.train import methods as _methods
-from kdzoo.atomic import save_model
-from kdzoo.train.distribute import get_strategy, split_batch, worker_subdir
+from kdzoo.train import run_body
 from kdzoo.data.pipeline import upscale_small_images  # noqa: F401  (re-exported)
 from kdzoo.data.stream import labeled_stream, total_steps  # noqa: F401  (re-exported)
 from kdzoo.train.fit import (Schedule, eval_batches, eval_resize_small, eval_text, fit_resumable,  # noqa: F401
@@ -119,57 +121,6 @@ def plan(run, num_train_examples=None):
         "precision": resolve_precision(run.mixed_precision or "float32")}
 
 
-def _fit(model, make_train, run, schedule):
-    """fit_schedule over ``schedule``: ``make_train(step)`` streams from global step ``step``,
-    the one recorded with the checkpoint a resume starts from.
-
-    Returns what ``metrics.json`` gets from the best / last epoch report
-    (:mod:`kdzoo.distill.self_distill.exit_reporting`: on for self distillation, it evaluates
-    minival and test after every Keras epoch), ``{}`` without one."""
-    from kdzoo.distill.self_distill import exit_reporting
-    callbacks = exit_reporting.callbacks_for(model, run)
-    fit_schedule(model, make_train, schedule, workdir=run.workdir, callbacks=callbacks,
-                 checkpoint_every_minutes=run.checkpoint_every_minutes,
-                 keep_checkpoints=run.keep_checkpoints, verbose=run.verbose,
-                 batch_size=getattr(run, "batch_size", None))
-    return exit_reporting.metrics_entries(callbacks)
-
-
-def _settings(run, precision, teachers=()):
-    """``(settings, defaults)`` for :func:`kdzoo.train.run_dir.claim`: the run's fields plus what
-    its fields do not pin down: the *resolved* dtype policy (``"auto"`` differs between
-    machines) and the sha256 of each teacher's weights (a callable may load any file).
-
-    A record of older kdzoo lacks these keys: they are unknown there, not different
-    (as defaults, their values now match), so such a run still resumes and records them.
-    """
-    from kdzoo.distill.funmatch.fingerprint import weights_fingerprint
-    extra = {"precision": precision}
-    if teachers:
-        extra["teacher_weights_sha256"] = [weights_fingerprint(t) for t in teachers]
-    return dict(run_dir.settings_of(run), **extra), dict(run_dir.defaults_of(run), **extra)
-
-
-EXPORTS = ("student.keras", "model.keras", "metrics.json", "history.csv")
-
-
-def _remove_stale_exports(run):
-    """Delete the temp files a killed export left in the run's own directory.
-
-    Only ours, by name (``.tmp-<export>-*``), and only under the run lock just claimed:
-    every writer of these files holds it, so any such file belongs to a dead process.
-    """
-    from kdzoo.atomic import remove_stale_temp_files
-    own = os.path.join(run.workdir, worker_subdir() or "")
-    for name in EXPORTS:
-        remove_stale_temp_files(os.path.join(own, name))
-
-
-def _summary(run, schedule):
-    return {"params": run.params, "epochs": run.epochs, "total_steps": schedule.total_steps,
-            "steps_per_log": schedule.interval}
-
-
 def _funmatch_setup(run, strategy):
     """``(spec, schedule, distiller, train images, N)`` of a FunMatch run, compiled."""
     from kdzoo.data import get_spec
@@ -201,9 +152,8 @@ def write_teacher_cache(run, path, top_k=None, dtype="float16"):
     Returns the opened :class:`kdzoo.distill.funmatch.teacher_cache.TeacherCache`.
     """
     from kdzoo.atomic import writer_lock
-    set_precision(run.mixed_precision)
-    seed_everything(run.seed, run.deterministic)
-    _, schedule, distiller, images, n = _funmatch_setup(run, get_strategy(run.strategy))
+    _, strategy = run_body.preamble(run, check_split=False)
+    _, schedule, distiller, images, n = _funmatch_setup(run, strategy)
     # A killed write leaves a partial cache (up to the whole size) as .tmp-<name>-*: it
     # is removed first, under the cache's lock, so it does not count against free space.
     with writer_lock(path, what=f"The teacher cache {path}"):
@@ -236,23 +186,22 @@ def _write_cache(run, path, top_k, dtype, schedule, distiller, images, n):
 
 def run_funmatch(run):
     """Train a student by FunMatch as described by ``run``; returns the metrics dict."""
+    return run_body.execute(run, lambda strategy: _funmatch_prepared(run, strategy))
+
+
+def _funmatch_prepared(run, strategy):
+    """FunMatch's part of a run (:class:`kdzoo.train.run_body.Prepared`): the distiller, its
+    own train stream (from the teacher cache once the workdir is claimed) and eval views."""
     from kdzoo.data import load_split
 
-    precision = set_precision(run.mixed_precision)
-    seed_everything(run.seed, run.deterministic)
-    strategy = get_strategy(run.strategy)
-    split_batch(run.batch_size, strategy)  # a clear error if it does not split evenly
     spec, schedule, distiller, train_images, n_train = _funmatch_setup(run, strategy)
-    # One workdir = one run: lock it for the run's life, record / compare its settings
-    # (after the data and flag checks, so a refused command leaves the workdir unclaimed;
-    # with the teachers' weights, so the models are built first).
-    settings, defaults = _settings(run, precision, distiller.teachers)
-    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
-                                 worker=worker_subdir(), defaults=defaults)
-    _remove_stale_exports(run)
-    cache = run.teacher_cache and distiller.use_teacher_cache(run.teacher_cache)
     min_side = max(distiller.image_size, run.teacher_image_size or 0)
     resize_small = eval_resize_small(spec, distiller.image_size)
+    cache = []  # the opened teacher cache, once claimed
+
+    def open_cache():
+        if run.teacher_cache:
+            cache.append(distiller.use_teacher_cache(run.teacher_cache))
 
     def eval_split(role):
         images = upscale_small_images(load_split(spec, role, run.data_dir), min_side)
@@ -260,18 +209,14 @@ def run_funmatch(run):
 
     def make_train(step):
         if cache:
-            cache.check_steps(step, schedule.total_steps)
+            cache[0].check_steps(step, schedule.total_steps)
         return distiller.make_train_dataset(train_images, run.batch_size, initial_step=step,
                                             num_images=n_train)
 
-    _fit(distiller, make_train, run, schedule)
-    metrics = dict(_summary(run, schedule), eval=eval_text(spec, distiller.image_size))
-    for role in run.eval_roles:
-        metrics[role] = distiller.evaluate(eval_split(role), return_dict=True, verbose=0)
-    save_model(distiller.student, os.path.join(run.workdir, "student.keras"))
-    checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
-    workdir_lock.release()
-    return metrics
+    return run_body.Prepared(
+        model=distiller, schedule=schedule, make_train=make_train, eval_split=eval_split,
+        eval_text=eval_text(spec, distiller.image_size), export=lambda: distiller.student,
+        teachers=distiller.teachers, on_claimed=open_cache)
 
 
 @dataclasses.dataclass
@@ -319,41 +264,41 @@ METHODS = tuple(_methods.METHODS)  # "labels", "self_distillation", "deep_superv
 
 def run_supervised(run):
     """Train ``run.model()`` on labels by ``run.method``; returns the metrics dict."""
-    from kdzoo.data import get_spec, load_split
+    from kdzoo.data import get_spec
 
     method = _methods.get_method(run)
     spec = get_spec(run.dataset)
+    return run_body.execute(run, lambda strategy: _supervised_prepared(run, method, spec,
+                                                                       strategy))
+
+
+def _supervised_prepared(run, method, spec, strategy):
+    """A label-trained method's part of a run: its model built by ``method`` (see
+    :mod:`kdzoo.train.methods`), the labeled stream and the eval batches."""
+    from kdzoo.data import load_split
+
     size = run.image_size or spec.input_size
-    precision = set_precision(run.mixed_precision)
-    seed_everything(run.seed, run.deterministic)
-    strategy = get_strategy(run.strategy)
-    split_batch(run.batch_size, strategy)
     train, n_train = train_examples(run)
     schedule, _ = plan(run, n_train)
     with strategy.scope():
         model = method.build(run, spec, schedule.total_steps)
-    # One workdir = one run: lock it for the run's life, record / compare its settings
-    # (after the data and flag checks, so a refused command leaves the workdir unclaimed;
-    # with a teacher's weights, so the models are built first).
-    settings, defaults = _settings(run, precision, method.teachers(model))
-    workdir_lock = run_dir.claim(run.workdir, settings, overwrite=run.overwrite,
-                                 worker=worker_subdir(), defaults=defaults)
-    _remove_stale_exports(run)
-    best = _fit(model, lambda step: labeled_stream(
-        train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
-        seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
-        mixup_alpha=run.mixup_alpha, num_examples=n_train,
-        inception_area_range=tuple(run.inception_area_range), pad_fill=run.pad_fill,
-        autoaugment=run.autoaugment, cutout=run.cutout), run, schedule)
-    metrics = dict(_summary(run, schedule), method=run.method, eval=eval_text(spec, size),
-                   **best)
-    for role in run.eval_roles:
+
+    def make_train(step):
+        return labeled_stream(
+            train, num_classes=spec.num_classes, image_size=size, batch_size=run.batch_size,
+            seed=run.seed, initial_step=step, crop=run.crop, flip=run.flip,
+            mixup_alpha=run.mixup_alpha, num_examples=n_train,
+            inception_area_range=tuple(run.inception_area_range), pad_fill=run.pad_fill,
+            autoaugment=run.autoaugment, cutout=run.cutout)
+
+    def eval_split(role):
         batches = eval_batches(load_split(spec, role, run.data_dir), size, run.eval_batch_size,
                                eval_resize_small(spec, size))
         if run.method == "labels" and run.mixup_alpha:
             batches = batches.map(lambda x, y: (x, keras.ops.one_hot(y, spec.num_classes)))
-        metrics[role] = model.evaluate(batches, return_dict=True, verbose=0)
-    save_model(method.export(model), os.path.join(run.workdir, "model.keras"))
-    checkpointing.write_json(os.path.join(run.workdir, "metrics.json"), metrics)
-    workdir_lock.release()
-    return metrics
+        return batches
+
+    return run_body.Prepared(
+        model=model, schedule=schedule, make_train=make_train, eval_split=eval_split,
+        eval_text=eval_text(spec, size), export=lambda: method.export(model),
+        teachers=tuple(method.teachers(model)), metrics={"method": run.method})

@@ -10,7 +10,7 @@ Kill points (the run: pets --smoke, 3 epochs of 2 steps, a checkpoint per epoch)
 Each resumed run must end with exactly the weights and test metrics of the unkilled run,
 and a half-written checkpoint is never loaded (the temp file is removed on resume).
 
-Leftovers elsewhere (issue item 10): ``export`` kills the run while ``student.keras`` is
+Leftovers elsewhere (issue item 10): ``export`` kills the run while ``model.keras`` is
 being written (after training), ``cache`` a grid point while the grid's teacher cache is;
 the rerun must leave no ``.tmp-*`` file in the work directory.
 """
@@ -58,7 +58,7 @@ if where in ("between", "during"):
     keras.Model.fit = fit
 elif where in ("export", "cache"):
     real_replace = os.replace
-    target = "student.keras" if where == "export" else "teacher.tcache"
+    target = "model.keras" if where == "export" else "teacher.tcache"
 
     def replace(src, dst):
         if os.path.basename(dst) == target:
@@ -97,7 +97,7 @@ def _weights(workdir):
     import keras
 
     import kdzoo  # noqa: F401  (registers kdzoo's layers for loading)
-    model = keras.saving.load_model(os.path.join(workdir, "student.keras"))
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     return [np.asarray(w) for w in model.get_weights()]
 
 

@@ -33,7 +33,7 @@ def test_overwrite_refuses_a_folder_that_holds_no_kdzoo_run_and_deletes_nothing(
 def test_overwrite_deletes_what_a_run_wrote_and_leaves_other_files_named(tmp_path, capsys):
     _claim(tmp_path)
     written = ["checkpoints/state.json", "logs/events.out", "history.csv", "metrics.json",
-               "student.keras", "teacher.tcache", ".tmp-metrics.json-abc"]
+               "student.keras", "model.keras", "teacher.tcache", ".tmp-metrics.json-abc"]
     for name in written:
         os.makedirs(os.path.dirname(tmp_path / name), exist_ok=True)
         (tmp_path / name).write_text("old")
@@ -100,8 +100,8 @@ def _supervised(workdir, **changes):
 def _finish(run):
     """A finished run as run_supervised leaves it: its record (with the runner's derived
     keys, e.g. the resolved precision), then its metrics."""
-    from kdzoo.train.runner import _settings
-    settings, defaults = _settings(run, "float32")
+    from kdzoo.train.run_body import settings_for
+    settings, defaults = settings_for(run, "float32")
     assert "precision" in settings
     run_dir.claim(run.workdir, settings, defaults=defaults).release()
     with open(os.path.join(run.workdir, "metrics.json"), "w") as f:

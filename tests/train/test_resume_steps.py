@@ -2,7 +2,7 @@
 one history.csv row per Keras epoch after a kill, and a killed writer's temp files
 removed on the next start (item 10).
 
-The runner's fit (``kdzoo.train.runner._fit``) is driven with a tiny model whose train step
+The runner's fit (``kdzoo.train.run_body._fit``) is driven with a tiny model whose train step
 counts the stream positions it is fed (each batch carries its position as its input),
 so a test can check which positions were trained and how often, and the optimizer's
 iteration count, across a "kill" (an exception out of ``fit``) and a resume.
@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from kdzoo.train.runner import _fit, make_schedule
+from kdzoo.train.run_body import _fit
+from kdzoo.train.runner import make_schedule
 
 SIZE = 64  # stream positions counted
 

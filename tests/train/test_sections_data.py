@@ -82,7 +82,7 @@ def test_a_tiny_digits_run_trains_on_the_digits(tmp_path):
     assert record["train_per_class"] is None
     assert json.load(open(tmp_path / "metrics.json"))["total_steps"] == 2  # round(16 / 8)
     assert study.is_finished(run) and not study.run_one(run)  # finished: not retrained
-    assert keras.saving.load_model(tmp_path / "student.keras").input_shape == (None, 28, 28, 1)
+    assert keras.saving.load_model(tmp_path / "model.keras").input_shape == (None, 28, 28, 1)
 
 
 def _optimizer_variables(workdir):
@@ -103,8 +103,8 @@ def test_a_tiny_shampoo_run_steps_with_shampoo_and_keeps_its_state(tmp_path):
     assert record["optimizer"]["kwargs"] == {"lr": 3e-3, "weight_decay": 1e-4}
     (step, shampoo), (_, adam) = (_optimizer_variables(tmp_path / a) for a in runs)
     # Adam: 2 moments per variable; Shampoo adds statistics and roots per block.
-    n = len(keras.saving.load_model(tmp_path / "funmatch_adam" / "student.keras")
+    n = len(keras.saving.load_model(tmp_path / "funmatch_adam" / "model.keras")
             .trainable_variables)
     assert step == 10 and adam >= 2 * n and shampoo > adam
-    trained = keras.saving.load_model(tmp_path / "funmatch_shampoo" / "student.keras")
+    trained = keras.saving.load_model(tmp_path / "funmatch_shampoo" / "model.keras")
     assert all(np.all(np.isfinite(w)) for w in trained.get_weights())

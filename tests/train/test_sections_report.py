@@ -69,8 +69,7 @@ def test_rows_match_top1_and_agreement_computed_independently(reported):
     assert len(rows) == len(reported["trained"]) == 4
     for key, run in reported["trained"]:
         row = next(r for r in rows if (r["arm"], r["seed"]) == (key["arm"], key["seed"]))
-        name = "model.keras" if key["arm"] == "labels20" else "student.keras"
-        model = keras.saving.load_model(os.path.join(run.workdir, name))
+        model = keras.saving.load_model(os.path.join(run.workdir, "model.keras"))
         pred = np.argmax(model.predict(_view(images, 20), verbose=0), -1)
         assert row["top1"] == pytest.approx(100 * np.mean(pred == labels), abs=0.011)
         assert row["agreement"] == pytest.approx(100 * np.mean(pred == teacher_top1), abs=0.011)

@@ -52,7 +52,7 @@ def _student_weights(workdir):
     import keras
 
     import kdzoo  # noqa: F401  (registers kdzoo's layers for loading)
-    model = keras.saving.load_model(os.path.join(workdir, "student.keras"))
+    model = keras.saving.load_model(os.path.join(workdir, "model.keras"))
     return [np.asarray(w) for w in model.get_weights()]
 
 
@@ -72,7 +72,7 @@ for strategy in ("default", "mirrored"):
                           num_train_examples=16, eval_batch_size=8, verbose=0, seed=3)
         out[strategy] = run_funmatch(run)
 import keras
-w = [keras.saving.load_model(sys.argv[1] + s + "/student.keras").get_weights() for s in out]
+w = [keras.saving.load_model(sys.argv[1] + s + "/model.keras").get_weights() for s in out]
 d = np.concatenate([np.abs(a - b).ravel() for a, b in zip(*w)])
 print("RESULT", d.max(), np.quantile(d, 0.99), out["default"]["test"]["loss"],
       out["mirrored"]["test"]["loss"])
@@ -230,7 +230,7 @@ def test_a_smoke_checkpoint_holds_the_student_and_its_optimizer_only(smoke_runs)
     returncode, stderr, workdir = smoke_runs["flowers102"]
     assert returncode == 0, stderr[-3000:]
     state = checkpointing.read_state(str(workdir / "checkpoints"))
-    student = keras.saving.load_model(str(workdir / "student.keras"))
+    student = keras.saving.load_model(str(workdir / "model.keras"))
     optimizer = paper_optimizer(3e-3, 2, 1, 1e-4)  # the recipe's optimizer, on the student
     optimizer.build(student.trainable_variables)
     expected = len(student.weights) + len(optimizer.variables)
