@@ -196,14 +196,12 @@ def main():
                              heads={"default": None, "help": "comma list of exit heads to "
                                     "measure (default: light,bottleneck; --quick: light)"})
     # width, train images, epochs, batch, timed train steps, windows, single images
-    # --quick (CI) checks the JSON line, not the figures: one timed window, and 256
-    # calibration / test images, one batch of 256, so every function traces one shape.
-    sizes = [4, 512, 1, 64, 3, 1, 8] if args.quick else [16, 10000, 10, 128, 10, 5, 200]
+    sizes = [4, 512, 1, 64, 3, 2, 8] if args.quick else [16, 10000, 10, 128, 10, 5, 200]
     if args.epochs:
         sizes[2] = args.epochs
     x_all, y_all = fashion_mnist.load("train")
     x_test, y_test = fashion_mnist.load("test")
-    n_held = 256 if args.quick else 10000  # calibration: the last training images, unseen
+    n_held = 500 if args.quick else 10000  # calibration: the last training images, unseen
 
     def padded(x):
         return np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))).astype("float32")
