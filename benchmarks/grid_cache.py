@@ -1,8 +1,8 @@
 """The grid pays for the teacher once: a hyper-parameter grid online vs from one shared cache.
 
 A FunMatch grid (lr x T, plus an epochs axis in full mode, as the authors'
-``bigsweep_food_sun.get_hyper``) on real Fashion-MNIST at 28 px, student
-``fmnist_cnn_w16``, teacher the same family at a width whose forward pass
+``bigsweep_food_sun.get_hyper``; T alone under ``--quick``) on real Fashion-MNIST
+at 28 px, student ``fmnist_cnn_w16``, teacher the same family at a width whose forward pass
 costs about 5x the student's (measured and reported as
 ``teacher_forward_cost``).
 
@@ -20,7 +20,8 @@ A window is the whole grid in one mode. Each mode builds its distillers once
 and the first (warm-up, discarded) window traces them, so the timed windows
 measure what a real grid spends per epoch, not Keras/tf.data start-up that a
 10,000-epoch run pays once; the modes alternate window by window and the
-figures are medians (``--quick`` skips the warm-up: a smoke run for CI).
+figures are medians (``--quick`` skips the warm-up and runs a 2-point grid: a smoke
+run for CI).
 
 Prints ONE JSON line: ``ratio`` = online grid wall time / the faster of the
 shared and lockstep grids' wall times (goal 3); ``shared_ratio`` and
@@ -81,12 +82,13 @@ def train_step_seconds(d, views, repeats=3):
 def main():
     args = _bench.parse_args(__doc__, teacher_width=dict(
         type=int, default=TEACHER_WIDTH, help="teacher width (52: ~5x the student's forward)"))
-    if args.quick:
-        n, batch, windows = 128, 32, 1
-        axes = {"lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)}
+    if args.quick:  # CI checks the JSON line, not the figures: 2 points, as each mode
+        # traces one distiller per point (tracing is most of a quick run), 1 repeat
+        n, batch, windows, repeats = 128, 32, 1, 1
+        axes = {"lr": (1e-3,), "temperature": (1.0, 4.0)}
         epochs = 1
     else:
-        n, batch, windows = 1024, 64, 2
+        n, batch, windows, repeats = 1024, 64, 2, 3
         axes = {"epochs": (1, 2), "lr": (1e-3, 3e-3), "temperature": (1.0, 4.0)}
         epochs = None
     points = grid.expand_grid(axes)
@@ -110,13 +112,13 @@ def main():
         return d.fit(images, batch_size=batch, epochs=e, verbose=0)
 
     probe = tf.constant(images[:batch], tf.float32)
-    student_fwd = forward_seconds(make(points[0]).student, probe)
-    teacher_fwd = forward_seconds(teacher, probe)
+    student_fwd = forward_seconds(make(points[0]).student, probe, repeats)
+    teacher_fwd = forward_seconds(teacher, probe, repeats)
     cost = teacher_fwd / student_fwd
     d = make(points[0])
     views = next(iter(d.make_train_dataset(images, batch)))
     views = {"student": views["student"], "targets": d.teacher_probs(views["student"])}
-    step = train_step_seconds(d, views) / student_fwd
+    step = train_step_seconds(d, views, repeats) / student_fwd
     total, longest = sum(lengths), max(lengths)
     bound = total * (cost + step) / (longest * cost + total * step)
 
