@@ -21,6 +21,9 @@ never on the test set) of each exit and the ensemble on the 10,000 test images.
     python recipes/byot_fashion_mnist.py --report_only --early_exit_repeats 0  # claims 1-4
 
 Interrupt and rerun at any time: finished runs are skipped, the running one resumes.
+Runs recorded in ``--evidence`` by an earlier report (on this machine or another, same
+study settings: ``byot_recorded.py``) are kept and not trained again; commit the
+evidence after each report so that the next session's machine trains only the rest.
 """
 
 import functools
@@ -28,9 +31,11 @@ import os
 
 from absl import app, flags
 
+import byot_recorded
 import byot_report as report
 import common
 import fashion_mnist_report
+from kdzoo.train import study
 
 common.define_common_flags("runs/byot_fashion_mnist")
 flags.DEFINE_string("arch", None, "Comma-separated architectures (default: all of STUDY).")
@@ -178,8 +183,10 @@ def main(argv):
     entries = plan_runs(s, FLAGS.workdir, _options())
     if FLAGS.dry_run:
         return report.print_plan(s, entries)
-    if not FLAGS.report_only:
-        fashion_mnist_report.train_all(entries)
+    if not FLAGS.report_only:  # runs recorded in the evidence are kept, not retrained
+        recorded = byot_recorded.load(FLAGS.evidence, s)
+        fashion_mnist_report.train_all(byot_recorded.still_to_train(
+            entries, recorded, study.is_finished))
     print(report.write_report(s, entries, FLAGS.workdir, FLAGS.evidence, FLAGS.data_dir,
                               FLAGS.early_exit_repeats))
 

@@ -109,18 +109,26 @@ def measure(key, run, flops, n_train):
     return rows
 
 
-def collect(s, entries):
-    """``(rows, finished runs)`` of every finished run of ``entries``."""
-    rows, finished, cache = [], 0, {}
+def collect(s, entries, recorded=None):
+    """``(rows, runs)`` of every finished run of ``entries``: measured in its work directory,
+    else kept from ``recorded`` (:func:`byot_recorded.load`); ``runs``: each one's
+    provenance (``source``: "workdir" or "evidence")."""
+    import byot_recorded
+    rows, runs, cache, here = [], [], {}, None
     for key, run in entries:
-        if run is None or not study.is_finished(run):
-            continue
-        where = (key["arch"], key["method"])
-        if where not in cache:
-            cache[where] = flops_of(run, s["version"])
-        rows += measure(key, run, cache[where], 10 * s["train_per_class"])
-        finished += 1
-    return rows, finished
+        kept = (recorded or {}).get(byot_recorded.run_key(key))
+        if run is not None and study.is_finished(run):
+            where = (key["arch"], key["method"])
+            if where not in cache:
+                cache[where] = flops_of(run, s["version"])
+            rows += measure(key, run, cache[where], 10 * s["train_per_class"])
+            here = here or machine(s)
+            runs.append(dict(arch=key["arch"], method=key["method"], seed=key["seed"],
+                             source="workdir", **here))
+        elif kept is not None:
+            rows += kept["rows"]
+            runs.append(dict(kept["provenance"], source="evidence"))
+    return rows, runs
 
 
 def machine(s):
@@ -149,11 +157,16 @@ def write_report(s, entries, workdir, evidence_path, data_dir=None, early_exit_r
     """Rows, summary, machine, completeness, the claims' verdicts -> evidence JSON; plots;
     returns the tables and the verdicts as text."""
     import byot_claims
-    rows, finished = collect(s, entries)
-    record = dict(machine(s), study={k: v for k, v in s.items()}, rows=rows,
-                  summary=summarize(rows), planned_runs=len(entries), finished_runs=finished,
-                  complete=finished == len(entries), row_keys=list(ROW_KEYS))
-    record["claims"] = claims_of(s, entries, record, data_dir, early_exit_repeats)
+    import byot_recorded
+    recorded = byot_recorded.load(evidence_path, s)
+    rows, runs = collect(s, entries, recorded)
+    record = dict(machine(s), study={k: v for k, v in s.items()}, rows=rows, runs=runs,
+                  summary=summarize(rows), planned_runs=len(entries), finished_runs=len(runs),
+                  complete=len(runs) == len(entries), row_keys=list(ROW_KEYS))
+    record["early_exit"] = early_exit_of(s, entries, data_dir, early_exit_repeats, recorded)
+    record["claims"] = byot_claims.judge(record["rows"], list(s["archs"]), record["early_exit"],
+                                         planned=record["planned_runs"],
+                                         finished=record["finished_runs"])
     record["plots"] = [plot_arch(record, arch, os.path.dirname(os.path.abspath(evidence_path)))
                        for arch in s["archs"] if any(r["arch"] == arch for r in rows)]
     os.makedirs(os.path.dirname(os.path.abspath(evidence_path)), exist_ok=True)
@@ -162,14 +175,20 @@ def write_report(s, entries, workdir, evidence_path, data_dir=None, early_exit_r
                        + [byot_claims.format_claims(record["claims"])])
 
 
-def claims_of(s, entries, record, data_dir, early_exit_repeats):
-    """The five verdicts (byot_claims.py) from the rows; only claim 5 reloads the SD
-    networks (byot_early_exit.py: calibrated on minival, then measured on the test images)."""
-    import byot_claims
+def early_exit_of(s, entries, data_dir, early_exit_repeats, recorded):
+    """Claim 5's measurements (byot_early_exit.py: calibrated on minival, then measured on
+    the test images) of every SD run finished here, and the recorded ones of SD runs kept
+    from the evidence (each with ``source``; kept even when this report measures none, so
+    a report with ``--early_exit_repeats 0`` loses nothing)."""
     import byot_early_exit
+    import byot_recorded
     early = byot_early_exit.measure_all(s, entries, data_dir, early_exit_repeats)
-    return byot_claims.judge(record["rows"], list(s["archs"]), early,
-                             planned=record["planned_runs"], finished=record["finished_runs"])
+    here = {(r["arch"], r["seed"]) for r in early.get("runs", [])}  # skipped: none here
+    early["runs"] = [dict(r, source="workdir") for r in early.get("runs", [])] + [
+        dict(kept["early_exit"], source="evidence") for k, _ in entries
+        if k["method"] == "self_distillation" and (k["arch"], k["seed"]) not in here
+        and (kept := recorded.get(byot_recorded.run_key(k))) and kept["early_exit"]]
+    return early
 
 
 def _cell(groups, arch, method, exit_):
