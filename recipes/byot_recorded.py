@@ -39,29 +39,27 @@ def _plain(value):
 
 def load(evidence_path, s):
     """``{(arch, method, seed): {rows, provenance, early_exit}}`` of the runs recorded in the
-    evidence at ``evidence_path`` with ``s``'s settings (``{}``: no evidence yet).
-
-    Evidence written before per-run provenance existed gives each of its runs the
-    report's own commit, command and CPU flags, marked ``"reported_with"``."""
+    evidence at ``evidence_path`` with ``s``'s settings (``{}``: no evidence yet); older
+    evidence, without per-run provenance, gives its report's as ``"reported_with"``."""
     if not os.path.exists(evidence_path):
         return {}
     with open(evidence_path, encoding="utf-8") as f:
         old = json.load(f)
-    legacy = {k: old.get(k) for k in ("commit", "command", "cpu_flags", "precision")}
-    provenance = {run_key(p): p for p in old.get("runs", [])}
-    early = {(r["arch"], "self_distillation", int(r["seed"])): r
-             for r in _early_exit_runs(old)}
     recorded = {}
     for row in old.get("rows", []):
         key = run_key(row)
-        if key[1] == "kd_teacher" or not same_study(old.get("study", {}), s, key[0]):
-            continue
-        entry = recorded.setdefault(key, dict(
-            rows=[], early_exit=early.get(key),
-            provenance=provenance.get(key) or dict(
-                arch=key[0], method=key[1], seed=key[2], reported_with=legacy)))
-        entry["rows"].append(row)
+        if key[1] != "kd_teacher" and same_study(old.get("study", {}), s, key[0]):
+            recorded.setdefault(key, _entry(old, key))["rows"].append(row)
     return recorded
+
+
+def _entry(old, key):
+    """A recorded run's provenance and claim-5 measurement (its rows are added after)."""
+    provenance = {run_key(p): p for p in old.get("runs", [])}.get(key) or dict(
+        arch=key[0], method=key[1], seed=key[2],
+        reported_with={k: old.get(k) for k in ("commit", "command", "cpu_flags", "precision")})
+    early = {(r["arch"], "self_distillation", int(r["seed"])): r for r in _early_exit_runs(old)}
+    return dict(rows=[], provenance=provenance, early_exit=early.get(key))
 
 
 def _early_exit_runs(old):

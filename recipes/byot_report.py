@@ -110,25 +110,28 @@ def measure(key, run, flops, n_train):
 
 
 def collect(s, entries, recorded=None):
-    """``(rows, runs)`` of every finished run of ``entries``: measured in its work directory,
-    else kept from ``recorded`` (:func:`byot_recorded.load`); ``runs``: each one's
-    provenance (``source``: "workdir" or "evidence")."""
+    """``(rows, runs)`` of the finished runs: measured in their work directory, else kept
+    from ``recorded`` (byot_recorded.py); ``runs``: provenance, ``source`` workdir/evidence."""
     import byot_recorded
-    rows, runs, cache, here = [], [], {}, None
+    rows, runs, cache = [], [], {}
     for key, run in entries:
         kept = (recorded or {}).get(byot_recorded.run_key(key))
         if run is not None and study.is_finished(run):
-            where = (key["arch"], key["method"])
-            if where not in cache:
-                cache[where] = flops_of(run, s["version"])
-            rows += measure(key, run, cache[where], 10 * s["train_per_class"])
-            here = here or machine(s)
+            rows += _measured(s, key, run, cache)
             runs.append(dict(arch=key["arch"], method=key["method"], seed=key["seed"],
-                             source="workdir", **here))
+                             source="workdir", **cache.setdefault("machine", machine(s))))
         elif kept is not None:
             rows += kept["rows"]
             runs.append(dict(kept["provenance"], source="evidence"))
     return rows, runs
+
+
+def _measured(s, key, run, cache):
+    """The rows of a run finished in its work directory (FLOPs counted once per network)."""
+    where = (key["arch"], key["method"])
+    if where not in cache:
+        cache[where] = flops_of(run, s["version"])
+    return measure(key, run, cache[where], 10 * s["train_per_class"])
 
 
 def machine(s):
@@ -157,22 +160,29 @@ def write_report(s, entries, workdir, evidence_path, data_dir=None, early_exit_r
     """Rows, summary, machine, completeness, the claims' verdicts -> evidence JSON; plots;
     returns the tables and the verdicts as text."""
     import byot_claims
+    record = _record(s, entries, evidence_path, data_dir, early_exit_repeats)
+    record["plots"] = [plot_arch(record, arch, os.path.dirname(os.path.abspath(evidence_path)))
+                       for arch in s["archs"] if any(r["arch"] == arch for r in record["rows"])]
+    os.makedirs(os.path.dirname(os.path.abspath(evidence_path)), exist_ok=True)
+    write_json(evidence_path, json.loads(json.dumps(record, default=list)))
+    return "\n\n".join([format_table(record, which) for which in ("top1_best", "top1_last")]
+                       + [byot_claims.format_claims(record["claims"])])
+
+
+def _record(s, entries, evidence_path, data_dir, early_exit_repeats):
+    """The evidence record: this report's machine, the rows of the runs finished here and
+    of those kept from the evidence at ``evidence_path``, summary, claim 5, verdicts."""
+    import byot_claims
     import byot_recorded
     recorded = byot_recorded.load(evidence_path, s)
     rows, runs = collect(s, entries, recorded)
     record = dict(machine(s), study={k: v for k, v in s.items()}, rows=rows, runs=runs,
                   summary=summarize(rows), planned_runs=len(entries), finished_runs=len(runs),
-                  complete=len(runs) == len(entries), row_keys=list(ROW_KEYS))
-    record["early_exit"] = early_exit_of(s, entries, data_dir, early_exit_repeats, recorded)
-    record["claims"] = byot_claims.judge(record["rows"], list(s["archs"]), record["early_exit"],
-                                         planned=record["planned_runs"],
-                                         finished=record["finished_runs"])
-    record["plots"] = [plot_arch(record, arch, os.path.dirname(os.path.abspath(evidence_path)))
-                       for arch in s["archs"] if any(r["arch"] == arch for r in rows)]
-    os.makedirs(os.path.dirname(os.path.abspath(evidence_path)), exist_ok=True)
-    write_json(evidence_path, json.loads(json.dumps(record, default=list)))
-    return "\n\n".join([format_table(record, which) for which in ("top1_best", "top1_last")]
-                       + [byot_claims.format_claims(record["claims"])])
+                  complete=len(runs) == len(entries), row_keys=list(ROW_KEYS),
+                  early_exit=early_exit_of(s, entries, data_dir, early_exit_repeats, recorded))
+    record["claims"] = byot_claims.judge(rows, list(s["archs"]), record["early_exit"],
+                                         planned=len(entries), finished=len(runs))
+    return record
 
 
 def early_exit_of(s, entries, data_dir, early_exit_repeats, recorded):
