@@ -20,7 +20,7 @@ import numpy as np
 import fashion_mnist_report as report
 from kdzoo.atomic import write_json
 from kdzoo.evaluation import top1
-from kdzoo.train import study
+from kdzoo.train import FunMatchRun, SupervisedRun, study
 
 EVIDENCE = os.path.join(os.path.dirname(__file__), "..", "docs", "results",
                         "fashion_mnist_sections.json")
@@ -241,15 +241,26 @@ def _table_line(g, flops, wall):
 # For --dry_run's estimate: whole-run seconds per step on the 2 shared vCPUs the sections
 # ran on (float32, oneDNN): funmatch at 28 px 0.065 (3.4 / 3.8's Adam rows at 300 epochs),
 # labels 0.04 (3.3's at 20 px, rounded up); an ensemble adds one teacher forward per step
-# (not yet measured: 1.5x); plus set-up, compilation and evaluation per run.
-S_PER_STEP = {"FunMatchRun": 0.07, "SupervisedRun": 0.04}
+# (not yet measured: 1.5x); plus set-up, compilation and evaluation per run. Keyed by the
+# run-options class itself, looked up along the run's MRO, so a subclass (of either) gets
+# its base's rate rather than a KeyError.
+S_PER_STEP = {FunMatchRun: 0.07, SupervisedRun: 0.04}
 ENSEMBLE_FACTOR, S_PER_RUN = 1.5, 30
+
+
+def _s_per_step(run):
+    """The rate of the nearest class of ``run`` (along ``type(run).__mro__``) in S_PER_STEP."""
+    for cls in type(run).__mro__:
+        if cls in S_PER_STEP:
+            return S_PER_STEP[cls]
+    raise KeyError(f"No seconds-per-step estimate for a {type(run).__name__}: add its class "
+                   "(or a base of it) to S_PER_STEP.")
 
 
 def estimate_s(run):
     """Estimated CPU seconds of one run (see :data:`S_PER_STEP`)."""
     from kdzoo.train import plan
-    rate = S_PER_STEP[type(run).__name__]
+    rate = _s_per_step(run)
     if "teacher_ensemble" in repr(getattr(run, "teacher", "")):
         rate *= ENSEMBLE_FACTOR
     return S_PER_RUN + rate * plan(run)[0].total_steps

@@ -149,6 +149,15 @@ class KnowledgeDistillation(keras.Model):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
+    def export_network(self):
+        """The deployable network: the student (the frozen teacher is not part of it).
+
+        Why a method: :func:`kdzoo.to_plain_keras` asks the model which network is the
+        deployable one rather than testing its class, so each method answers in its
+        own file (as ``model.keras`` of a KD run holds the student).
+        """
+        return self.student
+
     def teacher_logits(self, images):
         """The frozen teacher's logits, inference mode, no gradient."""
         return ops.stop_gradient(self.teacher(images, training=False))

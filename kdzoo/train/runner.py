@@ -65,6 +65,17 @@ class RunOptions:
     params: dict = dataclasses.field(default_factory=dict)  # grid values, for the summary
     overwrite: bool = False  # delete what workdir holds and start over (kdzoo.train.run_dir)
 
+    def train(self):
+        """Run this training run; returns the metrics dict.
+
+        Why a method: a study (:func:`kdzoo.train.study.run_one`) asks the run to train
+        itself instead of testing its class, so a new kind of run (or a subclass of one)
+        brings its own trainer in its own file. Each subclass names its ``run_*``.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not say how it trains: define train() "
+            "(FunMatchRun and SupervisedRun call run_funmatch / run_supervised).")
+
 
 @dataclasses.dataclass
 class FunMatchRun(RunOptions):
@@ -92,6 +103,10 @@ class FunMatchRun(RunOptions):
     distiller_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. mixup_alpha
     optimizer: object = None  # callable (total_steps, warmup_steps) -> optimizer; None: paper Adam
     teacher_cache: str | None = None  # train from this file (write_teacher_cache), no teacher
+
+    def train(self):
+        """:func:`run_funmatch` on this run (see :meth:`RunOptions.train`)."""
+        return run_funmatch(self)
 
 
 def plan(run, num_train_examples=None):
@@ -257,6 +272,10 @@ class SupervisedRun(RunOptions):
     best_epoch_report: bool | None = None  # None: on for SelfDistillation models only
     version: str | None = None  # SelfDistillation(version=): "journal" / "iccv2019" heads+hint
     teacher: object = None  # method="knowledge_distillation": the frozen, trained teacher
+
+    def train(self):
+        """:func:`run_supervised` on this run (see :meth:`RunOptions.train`)."""
+        return run_supervised(self)
 
 
 METHODS = tuple(_methods.METHODS)  # "labels", "self_distillation", "deep_supervision", ...

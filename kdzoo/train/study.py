@@ -36,15 +36,16 @@ def is_finished(run):
 
 
 def run_one(run):
-    """Train ``run`` (a :class:`kdzoo.train.FunMatchRun` or ``SupervisedRun``) unless finished.
+    """Train ``run`` (a :class:`kdzoo.train.FunMatchRun`, ``SupervisedRun`` or any
+    :class:`kdzoo.train.RunOptions` with a ``train()``) unless finished.
 
     Returns ``True`` when it trained now, ``False`` when it was already done (with
     the same settings; other settings are refused, ``run.overwrite`` retrains).
+    The run trains itself (``run.train()``): the study does not look at its class.
     """
-    from kdzoo.train import FunMatchRun, run_funmatch, run_supervised
     if not run.overwrite and is_finished(run):
         return False
-    (run_funmatch if isinstance(run, FunMatchRun) else run_supervised)(run)
+    run.train()
     return True
 
 

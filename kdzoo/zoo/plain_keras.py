@@ -51,17 +51,14 @@ def custom_layers(model):
 
 
 def _unwrap(model):
-    """A distiller's student; other models as they are."""
-    from kdzoo.distill.funmatch import FunMatchDistiller  # lazy: distill imports models
-    from kdzoo.distill.self_distill import SelfDistillation
+    """The network ``model`` says is deployable (its ``export_network()``: a distiller's
+    student; a ``SelfDistillation`` refuses, naming the choices); others as they are.
 
-    if isinstance(model, FunMatchDistiller):
-        return model.student
-    if isinstance(model, SelfDistillation):
-        raise TypeError(
-            "to_plain_keras takes one network; for a SelfDistillation model pass "
-            "model.export_exit(k) (exit k alone) or model.network (all exits).")
-    return model
+    Why ask the model: a new training method answers in its own file, and this module
+    needs no list of methods.
+    """
+    export_network = getattr(model, "export_network", None)
+    return model if export_network is None else export_network()
 
 
 def _plain_layer(layer, pairs):
@@ -120,8 +117,9 @@ def to_plain_keras(model, name=None):
     """An equivalent functional model made of stock Keras layers only.
 
     ``model``: a functional or Sequential ``keras.Model`` (any zoo model, an
-    exit from ``SelfDistillation.export_exit``), or a ``FunMatchDistiller``
-    (its student is converted; the teacher is not part of the result).
+    exit from ``SelfDistillation.export_exit``), or a model with an
+    ``export_network()`` (a ``FunMatchDistiller`` or ``KnowledgeDistillation``: its
+    student is converted; the teacher is not part of the result).
     Outputs equal the original's within float tolerance; the result saves as
     ``.keras`` and loads with ``keras.saving.load_model`` in a process that
     never imports kdzoo, exports as a SavedModel (``model.export``) and

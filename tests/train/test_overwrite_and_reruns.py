@@ -110,10 +110,10 @@ def _finish(run):
 
 @pytest.fixture
 def trained(monkeypatch):
-    """Replace the trainers: record which runs would train now."""
-    import kdzoo.train
+    """Replace the trainer: record which runs would train now (run_one calls run.train())."""
+    from kdzoo.train import SupervisedRun
     calls = []
-    monkeypatch.setattr(kdzoo.train, "run_supervised", lambda run: calls.append(run))
+    monkeypatch.setattr(SupervisedRun, "train", lambda run: calls.append(run))
     return calls
 
 

@@ -122,6 +122,40 @@ def test_funmatch_student_and_mixed_precision_policy_are_kept():
     assert err_plain <= 1.5 * err_student + 0.01 * scale, (err_plain, err_student, scale)
 
 
+@pytest.mark.parametrize("make", [
+    lambda t, s: kdzoo.KnowledgeDistillation(t, s, alpha=0.5, temperature=2.0),
+    lambda t, s: kdzoo.FunMatchDistiller(t, s, image_size=32)], ids=["kd", "funmatch"])
+def test_a_distiller_exports_its_student_never_its_teacher(make):
+    student, teacher = tiny_bit(), tiny_pyramidnet()
+    plain = kdzoo.to_plain_keras(make(teacher, student))
+    assert custom_layers(plain) == []
+    x = images(4, 32)
+    want = student.predict(x, verbose=0)
+    got = plain.predict(x, verbose=0)
+    scale = np.abs(want).max()
+    assert np.abs(got - want).max() <= 1e-4 * scale
+    # the teacher's logits are far from the student's: exporting it would show
+    assert np.abs(teacher.predict(x, verbose=0) - want).max() > 0.1 * scale
+
+
+def test_any_model_names_its_deployable_network_by_export_network():
+    """A new method's model answers in its own class; to_plain_keras has no list of them."""
+    net = tiny_pyramidnet()
+
+    class Wrapper(keras.Model):
+        def call(self, x):
+            return net(x)
+
+        def export_network(self):
+            return net
+
+    x = images(3, 32)
+    plain = kdzoo.to_plain_keras(Wrapper(), name="from_wrapper")
+    assert plain.name == "from_wrapper" and custom_layers(plain) == []
+    np.testing.assert_allclose(plain.predict(x, verbose=0), net.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_refuses_what_it_cannot_make_plain():
     class Scale(keras.layers.Layer):
         def call(self, x):

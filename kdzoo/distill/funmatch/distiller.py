@@ -254,6 +254,15 @@ class FunMatchDistiller(FunMatchData, CheckedInputs, keras.Model):
             inputs = inputs["student"]
         return self.student(inputs, training=training)
 
+    def export_network(self):
+        """The deployable network: the student (the teacher only trains it).
+
+        Why a method: :func:`kdzoo.to_plain_keras` asks the model which network is the
+        deployable one rather than testing its class, so each method answers in its
+        own file.
+        """
+        return self.student
+
     def teacher_probs(self, images):
         """Tempered teacher probabilities ``[B, K]`` (ensemble average), no gradient."""
         return losses.mean_probs(self.teacher_member_probs(images))

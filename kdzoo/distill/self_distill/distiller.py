@@ -343,6 +343,17 @@ class SelfDistillation(CheckedInputs, keras.Model):
         from kdzoo.distill.self_distill.early_exit import export_exit
         return export_exit(self, index, name=name)
 
+    def export_network(self):
+        """Refuses: a self-distilled network has several exits and no one deployable net.
+
+        Why a method: :func:`kdzoo.to_plain_keras` asks the model which network is the
+        deployable one rather than testing its class, so each method answers in its
+        own file; here the answer is the caller's choice, named in the error.
+        """
+        raise TypeError(
+            "to_plain_keras takes one network; for a SelfDistillation model pass "
+            "model.export_exit(k) (exit k alone) or model.network (all exits).")
+
     def early_exit(self, thresholds):
         """An :class:`kdzoo.distill.self_distill.early_exit.EarlyExit` runner with these thresholds."""
         from kdzoo.distill.self_distill.early_exit import EarlyExit
