@@ -20,10 +20,9 @@ import argparse
 import json
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _step_backends import BUILD, _median  # noqa: E402
+from _step_backends import BUILD, medians, time_fits  # noqa: E402
 
 
 def _net(arch, build=None):
@@ -56,26 +55,10 @@ def main():
     p.add_argument("--windows", type=int, default=3)
     p.add_argument("--steps", type=int, default=20)
     a = p.parse_args()
-    import numpy as np
-    import tensorflow as tf
-    x = np.random.RandomState(0).uniform(0, 255, (128, 32, 32, 1)).astype("float32")
-    data = tf.data.Dataset.from_tensors((x, np.arange(128) % 10)).repeat()
-    nets = models(a.arch)
-    for net in nets.values():
-        net.fit(data, steps_per_epoch=5, epochs=1, verbose=0)  # trace outside the timing
-    res = {name: [] for name in nets}
-    for _ in range(a.windows):
-        for name, net in nets.items():
-            wall, cpu = time.perf_counter(), time.process_time()
-            net.fit(data, steps_per_epoch=a.steps, epochs=1, verbose=0)
-            res[name].append((1000 * (time.perf_counter() - wall) / a.steps,
-                              1000 * (time.process_time() - cpu) / a.steps))
-    med = {k: dict(wall_ms=_median([w for w, _ in v]), cpu_ms=_median([c for _, c in v]))
-           for k, v in res.items()}
+    res = time_fits(models(a.arch), a.windows, a.steps)
+    med, ratios = medians(res, "baseline")
     print(json.dumps(dict(arch=a.arch, batch=128, windows=res, median_ms_per_step=med,
-                          cpu_vs_baseline={k: med[k]["cpu_ms"] / med["baseline"]["cpu_ms"]
-                                           for k in med}), sort_keys=True))
-
+                          cpu_vs_baseline=ratios), sort_keys=True))
 
 if __name__ == "__main__":
     main()

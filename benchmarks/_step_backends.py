@@ -38,14 +38,19 @@ def _model(arch, jit, policy):
     return net
 
 
-def measure(arch, settings, windows, steps, batch=128):
+def measure(arch, settings, windows, steps):
     """``{setting: [(wall_ms, cpu_ms) per step, per window]}``, windows interleaved."""
+    return time_fits({name: _model(arch, jit, policy) for name, (jit, policy)
+                      in settings.items()}, windows, steps)
+
+
+def time_fits(nets, windows, steps, batch=128):
+    """``{name: [(wall_ms, cpu_ms) per step, per window]}`` of Keras ``fit`` on one cached
+    batch at 32 px, each net traced first, then the nets' windows interleaved."""
     import numpy as np
     import tensorflow as tf
-    rng = np.random.RandomState(0)
-    x = rng.uniform(0, 255, (batch, 32, 32, 1)).astype("float32")
+    x = np.random.RandomState(0).uniform(0, 255, (batch, 32, 32, 1)).astype("float32")
     data = tf.data.Dataset.from_tensors((x, np.arange(batch) % 10)).repeat()
-    nets = {name: _model(arch, jit, policy) for name, (jit, policy) in settings.items()}
     for net in nets.values():
         net.fit(data, steps_per_epoch=5, epochs=1, verbose=0)  # trace outside the timing
     out = {name: [] for name in nets}
@@ -56,6 +61,13 @@ def measure(arch, settings, windows, steps, batch=128):
             out[name].append((1000 * (time.perf_counter() - wall) / steps,
                               1000 * (time.process_time() - cpu) / steps))
     return out
+
+
+def medians(res, reference):
+    """``(median ms per step {name: {wall_ms, cpu_ms}}, CPU ratios against reference)``."""
+    med = {k: dict(wall_ms=_median([w for w, _ in v]), cpu_ms=_median([c for _, c in v]))
+           for k, v in res.items()}
+    return med, {k: med[k]["cpu_ms"] / med[reference]["cpu_ms"] for k in med}
 
 
 def _median(values):
@@ -81,11 +93,9 @@ def main():
                            env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0"),
                            capture_output=True, text=True, check=True)
     res.update(json.loads(child.stdout.strip().splitlines()[-1]))
-    med = {k: dict(wall_ms=_median([w for w, _ in v]), cpu_ms=_median([c for _, c in v]))
-           for k, v in res.items()}
+    med, ratios = medians(res, "float32")
     print(json.dumps(dict(arch=a.arch, batch=128, windows=res, median_ms_per_step=med,
-                          cpu_ratio_vs_float32={k: med[k]["cpu_ms"] / med["float32"]["cpu_ms"]
-                                                for k in med}), sort_keys=True))
+                          cpu_ratio_vs_float32=ratios), sort_keys=True))
 
 
 if __name__ == "__main__":
