@@ -45,21 +45,21 @@ def load(evidence_path, s):
         return {}
     with open(evidence_path, encoding="utf-8") as f:
         old = json.load(f)
-    recorded = {}
+    recorded, entry = {}, _entries(old)
     for row in old.get("rows", []):
         key = run_key(row)
         if key[1] != "kd_teacher" and same_study(old.get("study", {}), s, key[0]):
-            recorded.setdefault(key, _entry(old, key))["rows"].append(row)
+            recorded.setdefault(key, entry(key))["rows"].append(row)
     return recorded
 
 
-def _entry(old, key):
-    """A recorded run's provenance and claim-5 measurement (its rows are added after)."""
-    provenance = {run_key(p): p for p in old.get("runs", [])}.get(key) or dict(
-        arch=key[0], method=key[1], seed=key[2],
-        reported_with={k: old.get(k) for k in ("commit", "command", "cpu_flags", "precision")})
+def _entries(old):
+    """``key -> {rows: [], provenance, early_exit}`` of one evidence record (indexed once)."""
+    provenance = {run_key(p): p for p in old.get("runs", [])}
+    legacy = {k: old.get(k) for k in ("commit", "command", "cpu_flags", "precision")}
     early = {(r["arch"], "self_distillation", int(r["seed"])): r for r in _early_exit_runs(old)}
-    return dict(rows=[], provenance=provenance, early_exit=early.get(key))
+    return lambda key: dict(rows=[], early_exit=early.get(key), provenance=provenance.get(
+        key) or dict(arch=key[0], method=key[1], seed=key[2], reported_with=legacy))
 
 
 def _early_exit_runs(old):

@@ -110,16 +110,16 @@ def measure(key, run, flops, n_train):
 
 
 def collect(s, entries, recorded=None):
-    """``(rows, runs)`` of the finished runs: measured in their work directory, else kept
-    from ``recorded`` (byot_recorded.py); ``runs``: provenance, ``source`` workdir/evidence."""
+    """``(rows, runs with provenance)``: measured in the workdir, else kept from ``recorded``."""
     import byot_recorded
-    rows, runs, cache = [], [], {}
+    rows, runs, cache, here = [], [], {}, None
     for key, run in entries:
         kept = (recorded or {}).get(byot_recorded.run_key(key))
         if run is not None and study.is_finished(run):
             rows += _measured(s, key, run, cache)
+            here = here or machine(s)  # one git call per report, not one per run
             runs.append(dict(arch=key["arch"], method=key["method"], seed=key["seed"],
-                             source="workdir", **cache.setdefault("machine", machine(s))))
+                             source="workdir", **here))
         elif kept is not None:
             rows += kept["rows"]
             runs.append(dict(kept["provenance"], source="evidence"))
